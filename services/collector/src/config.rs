@@ -1,0 +1,72 @@
+//! Collector settings (`CDP_*` environment variables) beside the shared ones.
+
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cdp_runtime::{env_or, Settings, SettingsError};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: Settings,
+    /// `CDP_HTTP_ADDR` (default `0.0.0.0:8080`).
+    pub http_addr: SocketAddr,
+    /// `CDP_PUBLIC_URL`: the collector's address as browsers reach it (e.g. `https://cdp.example.com`).
+    /// Without it the settings document points browsers at the request's `Host`.
+    pub public_url: Option<String>,
+    /// `CDP_TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `CDP_BODY_TIMEOUT_MS`: a body must arrive within this time (default 10000).
+    pub body_timeout: Duration,
+    /// `CDP_KAFKA_DELIVERY_TIMEOUT_MS`: how long a record may wait for the broker before the request
+    /// gets a 503 (default 5000; SDKs time out at 10 s).
+    pub delivery_timeout: Duration,
+    /// `CDP_KAFKA_LINGER_MS`: producer batching delay (default 2).
+    pub linger: Duration,
+    /// `CDP_CREATE_TOPICS`: create missing pipeline topics at start (default true).
+    pub create_topics: bool,
+    /// `CDP_TOPIC_PARTITIONS` (default 3) and `CDP_TOPIC_REPLICATION` (default 1) for created topics.
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let proxies: String = env_or("CDP_TRUSTED_PROXIES", String::new())?;
+        let trusted_proxies = proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(parse_net)
+            .collect::<Result<_, _>>()
+            .map_err(|reason| SettingsError {
+                name: "CDP_TRUSTED_PROXIES".into(),
+                value: proxies.clone(),
+                reason,
+            })?;
+        let public_url: String = env_or("CDP_PUBLIC_URL", String::new())?;
+        Ok(Config {
+            common: Settings::from_env(crate::SERVICE)?,
+            http_addr: env_or("CDP_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
+            public_url: (!public_url.is_empty())
+                .then(|| public_url.trim_end_matches('/').to_string()),
+            trusted_proxies,
+            body_timeout: Duration::from_millis(env_or("CDP_BODY_TIMEOUT_MS", 10_000u64)?),
+            delivery_timeout: Duration::from_millis(env_or(
+                "CDP_KAFKA_DELIVERY_TIMEOUT_MS",
+                5_000u64,
+            )?),
+            linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 2u64)?),
+            create_topics: env_or("CDP_CREATE_TOPICS", true)?,
+            topic_partitions: env_or("CDP_TOPIC_PARTITIONS", 3)?,
+            topic_replication: env_or("CDP_TOPIC_REPLICATION", 1)?,
+        })
+    }
+}
+
+/// A CIDR, or a bare address meaning just that host.
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
+}

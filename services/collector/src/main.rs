@@ -1,0 +1,35 @@
+use anyhow::Context;
+
+use cdp_collector::{build, serve, Config, SERVICE};
+use cdp_runtime::{shutdown, telemetry, Admin};
+use cdp_workspace::ReloadMetrics;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let _telemetry = telemetry::init(SERVICE)?;
+    let admin = Admin::new();
+    let reload_metrics = ReloadMetrics::register(&admin.registry, "cdp_collector")?;
+    let workspace = cdp_workspace::watch(
+        config.common.workspace.clone(),
+        config.common.workspace_poll,
+        reload_metrics,
+    )
+    .with_context(|| format!("loading workspace {}", config.common.workspace.display()))?;
+    let shutdown = shutdown::on_signal();
+    let admin_task = tokio::spawn(
+        admin
+            .clone()
+            .serve(config.common.admin_addr, shutdown.clone()),
+    );
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
+    let state = build(config, workspace, &admin).await?;
+    tracing::info!(addr = %listener.local_addr()?, "collector listening");
+    serve(state, listener, shutdown.clone()).await?;
+    shutdown.cancel();
+    admin_task.await??;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Pipeline metadata travels in Kafka headers, never in the Segment payload.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The source the message came in on (workspace source id).
+pub const SOURCE_ID: &str = "cdp-source-id";
+/// When the collector received it (RFC 3339, milliseconds, UTC).
+pub const RECEIVED_AT: &str = "cdp-received-at";
+/// W3C trace context of the span that produced the record.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state, when there is one.
+pub const TRACESTATE: &str = "tracestate";
+/// Bounded reason code on rejected / blocked / dead-letter records.
+pub const ERROR_CODE: &str = "cdp-error-code";
+/// A sentence a person can act on, beside the code.
+pub const ERROR_MESSAGE: &str = "cdp-error-message";
+/// Where a dead-letter record came from.
+pub const ORIGIN_TOPIC: &str = "cdp-origin-topic";
+pub const ORIGIN_PARTITION: &str = "cdp-origin-partition";
+pub const ORIGIN_OFFSET: &str = "cdp-origin-offset";
+/// The stage that failed (`collector`, `validator`, `enricher`, `dest-<id>`).
+pub const STAGE: &str = "cdp-stage";
+
+/// Adds the current span's trace context (`traceparent`, `tracestate`).
+pub fn with_trace_context(headers: OwnedHeaders) -> OwnedHeaders {
+    let cx = tracing::Span::current().context();
+    let mut injector = HeaderInjector(Some(headers));
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut injector));
+    injector.0.unwrap_or_default()
+}
+
+/// Makes `span` a child of the trace context carried in `headers`, joining the trace across Kafka.
+pub fn set_parent_from(span: &tracing::Span, headers: &impl Headers) {
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    if let Err(e) = span.set_parent(cx) {
+        tracing::debug!(error = %e, "trace context not attached");
+    }
+}
+
+/// The value of header `name` as UTF-8, if present.
+pub fn get<'a>(headers: &'a impl Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+struct HeaderInjector(Option<OwnedHeaders>);
+
+impl Injector for HeaderInjector {
+    fn set(&mut self, key: &str, value: String) {
+        let headers = self.0.take().unwrap_or_default();
+        self.0 = Some(headers.insert(Header {
+            key,
+            value: Some(&value),
+        }));
+    }
+}
+
+struct HeaderExtractor<'a, H>(&'a H);
+
+impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
+    fn get(&self, key: &str) -> Option<&str> {
+        get(self.0, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|h| h.key).collect()
+    }
+}

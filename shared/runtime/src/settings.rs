@@ -1,0 +1,85 @@
+//! Service settings from `CDP_*` environment variables, with documented defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: {reason}")]
+pub struct SettingsError {
+    pub name: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Reads `name`, or `default` when unset or empty. The error names the variable and the bad value.
+pub fn env_or<T>(name: &str, default: T) -> Result<T, SettingsError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e: T::Err| SettingsError {
+            name: name.into(),
+            value: v,
+            reason: e.to_string(),
+        }),
+        _ => Ok(default),
+    }
+}
+
+/// Settings every service shares (DESIGN.md, "Common settings").
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `CDP_WORKSPACE`: path of the workspace document.
+    pub workspace: PathBuf,
+    /// `CDP_WORKSPACE_POLL_MS`: how often the document is re-read (default 2000).
+    pub workspace_poll: Duration,
+    /// `CDP_KAFKA_BROKERS`: bootstrap servers.
+    pub kafka_brokers: String,
+    /// `CDP_TOPIC_PREFIX`: prefix of every topic.
+    pub topic_prefix: String,
+    /// `CDP_ADMIN_ADDR`: `/metrics`, `/healthz`, `/readyz`.
+    pub admin_addr: SocketAddr,
+}
+
+/// The admin port of each service in the local stack (DESIGN.md port table).
+fn default_admin_port(service: &str) -> u16 {
+    match service {
+        "cdp-collector" => 9101,
+        "cdp-validator" => 9102,
+        "cdp-enricher" => 9103,
+        _ => 9110,
+    }
+}
+
+impl Settings {
+    pub fn from_env(service: &str) -> Result<Self, SettingsError> {
+        Ok(Settings {
+            workspace: env_or("CDP_WORKSPACE", PathBuf::from("config/workspace.yaml"))?,
+            workspace_poll: Duration::from_millis(env_or("CDP_WORKSPACE_POLL_MS", 2000u64)?),
+            kafka_brokers: env_or("CDP_KAFKA_BROKERS", "127.0.0.1:9092".to_string())?,
+            topic_prefix: env_or("CDP_TOPIC_PREFIX", "cdp".to_string())?,
+            admin_addr: env_or(
+                "CDP_ADMIN_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], default_admin_port(service))),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_value_names_the_variable() {
+        // A name no other test or process sets.
+        std::env::set_var("CDP_TEST_SETTINGS_PORT", "eighty");
+        let err = env_or("CDP_TEST_SETTINGS_PORT", 80u16).expect_err("not a number");
+        assert!(err.to_string().contains("CDP_TEST_SETTINGS_PORT"), "{err}");
+        assert!(err.to_string().contains("eighty"), "{err}");
+        assert_eq!(env_or("CDP_TEST_SETTINGS_UNSET", 7u16).expect("default"), 7);
+    }
+}

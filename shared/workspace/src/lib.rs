@@ -1,0 +1,101 @@
+//! The workspace document: sources, tracking plans, destinations and functions.
+//!
+//! Every service loads it with this crate so they agree on its meaning. Loading is three steps:
+//! parse YAML, resolve `${VAR}` placeholders from the environment (inside string values only, so an
+//! environment value can never change the document's structure), then check references and ids.
+//! Every error names the field it is about. [`watch`] re-reads the file and publishes a new version
+//! only when it loads cleanly; a broken edit keeps the last good one.
+
+mod env;
+mod model;
+mod validate;
+mod watch;
+
+pub use model::*;
+pub use watch::{watch, ReloadMetrics, WorkspaceRx};
+
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Destination types this project ships a binary for.
+pub const DESTINATION_TYPES: &[&str] = &[
+    "webhook",
+    "bigquery",
+    "mixpanel",
+    "amplitude",
+    "intercom",
+    "braze",
+    "hubspot",
+    "function",
+];
+
+/// A problem with the workspace document. `field` is a path such as `sources[1].write_key`.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("cannot read workspace {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("workspace is not valid YAML or has a field of the wrong shape: {0}")]
+    Syntax(String),
+    #[error("workspace field `{field}`: {message}")]
+    Field { field: String, message: String },
+    #[error("workspace has {} problems:\n  - {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  - "))]
+    Many(Vec<WorkspaceError>),
+}
+
+impl WorkspaceError {
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        WorkspaceError::Field {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded, validated document with a short digest of its text, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub workspace: Workspace,
+    pub digest: String,
+}
+
+/// Reads and validates the document at `path`, resolving placeholders from the process environment.
+pub fn load(path: &Path) -> Result<Loaded, WorkspaceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates a document, looking placeholders up with `lookup`.
+pub fn parse(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, WorkspaceError> {
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| WorkspaceError::Syntax(e.to_string()))?;
+    if doc.is_null() {
+        doc = serde_yaml_ng::Value::Mapping(Default::default());
+    }
+    env::resolve(&mut doc, lookup)?;
+    let workspace: Workspace = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let field = e.path().to_string();
+        WorkspaceError::field(field, e.into_inner().to_string())
+    })?;
+    validate::check(&workspace)?;
+    Ok(Loaded {
+        workspace,
+        digest: digest(text),
+    })
+}
+
+fn digest(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
