@@ -4,11 +4,14 @@ use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cdp_kafka::KafkaConfig;
 use cdp_runtime::{env_or, Settings, SettingsError};
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: Settings,
+    /// Brokers from `CDP_KAFKA_BROKERS` plus `CDP_RDKAFKA_*` client properties.
+    pub kafka: KafkaConfig,
     /// `CDP_HTTP_ADDR` (default `0.0.0.0:8080`).
     pub http_addr: SocketAddr,
     /// `CDP_PUBLIC_URL`: the collector's address as browsers reach it (e.g. `https://cdp.example.com`).
@@ -45,8 +48,10 @@ impl Config {
                 reason,
             })?;
         let public_url: String = env_or("CDP_PUBLIC_URL", String::new())?;
+        let common = Settings::from_env(crate::SERVICE)?;
         Ok(Config {
-            common: Settings::from_env(crate::SERVICE)?,
+            kafka: KafkaConfig::from_env(&common.kafka_brokers),
+            common,
             http_addr: env_or("CDP_HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)))?,
             public_url: (!public_url.is_empty())
                 .then(|| public_url.trim_end_matches('/').to_string()),

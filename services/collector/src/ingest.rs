@@ -120,11 +120,10 @@ pub fn prepare_batch(body: &BatchBody<'_>, env: &Envelope<'_>) -> Result<Prepare
     };
     for (index, raw) in body.batch.iter().enumerate() {
         let text = raw.get();
-        let parsed: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            // The whole body parsed, so an item always parses; keep the arm for safety.
-            Err(_) => Value::String(text.to_string()),
-        };
+        // The body was scanned as raw JSON, which has no nesting limit; parsing an item does, so
+        // a too-deep item is refused here as the whole body would be on a single-message route.
+        let parsed: Value = serde_json::from_str(text)
+            .map_err(|e| ApiError::MalformedJson(format!("batch[{index}]: {e}")))?;
         let map = match parsed {
             Value::Object(m) => m,
             other => {

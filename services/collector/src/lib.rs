@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
+use cdp_kafka::{TopicSpec, Topics};
 use cdp_runtime::Admin;
 use cdp_workspace::WorkspaceRx;
+use rdkafka::producer::Producer;
 
 pub use config::Config;
 pub use routes::router;
@@ -43,7 +44,8 @@ pub async fn build(
     workspace: WorkspaceRx,
     admin: &Admin,
 ) -> anyhow::Result<Arc<AppState>> {
-    let kafka = KafkaConfig::from_env(&config.common.kafka_brokers);
+    admin.readiness.set("kafka", false);
+    let kafka = &config.kafka;
     let topics = Topics::new(&config.common.topic_prefix);
     if config.create_topics {
         let specs: Vec<TopicSpec> = topics
@@ -94,11 +96,8 @@ async fn watch_producer(state: std::sync::Weak<AppState>, admin: Admin) {
         state
             .metrics
             .producer_queue
-            .set(i64::from(rdkafka::producer::Producer::in_flight_count(
-                &producer,
-            )));
+            .set(i64::from(producer.in_flight_count()));
         let reachable = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
             producer
                 .client()
                 .fetch_metadata(None, Duration::from_secs(2))

@@ -17,6 +17,8 @@ async fn main() -> anyhow::Result<()> {
     )
     .with_context(|| format!("loading workspace {}", config.common.workspace.display()))?;
     let shutdown = shutdown::on_signal();
+    // Not ready until topics exist, the producer is up and the API listens.
+    admin.readiness.set("started", false);
     let admin_task = tokio::spawn(
         admin
             .clone()
@@ -28,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.http_addr))?;
     let state = build(config, workspace, &admin).await?;
     tracing::info!(addr = %listener.local_addr()?, "collector listening");
+    admin.readiness.set("started", true);
     serve(state, listener, shutdown.clone()).await?;
     shutdown.cancel();
     admin_task.await??;
