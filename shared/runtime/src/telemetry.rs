@@ -48,7 +48,11 @@ pub fn init(service: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     );
     let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Separate filters: quieting logs (RUST_LOG=warn) must not remove the spans whose ids travel
+    // in `traceparent` headers; `CDP_TRACE_FILTER` (default `info`) selects those.
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let trace_filter =
+        EnvFilter::try_from_env("CDP_TRACE_FILTER").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CDP_LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt = if json {
         tracing_subscriber::fmt::layer().json().boxed()
@@ -56,9 +60,8 @@ pub fn init(service: &'static str) -> Result<TelemetryGuard, TelemetryError> {
         tracing_subscriber::fmt::layer().boxed()
     };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
+        .with(fmt.with_filter(log_filter))
+        .with(otel.with_filter(trace_filter))
         .try_init()?;
     tracing::info!(service, otlp_export = exporting, "telemetry ready");
     Ok(TelemetryGuard(provider))
