@@ -146,3 +146,33 @@ impl KafkaConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sasl_and_tls_settings_pass_through_to_librdkafka() {
+        // Fails at client creation when librdkafka was built without OpenSSL or SASL support.
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            properties: vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.mechanism".into(), "SCRAM-SHA-512".into()),
+                ("sasl.username".into(), "u".into()),
+                ("sasl.password".into(), "p".into()),
+            ],
+        };
+        let producer = cfg
+            .producer("test", Duration::from_secs(1), Duration::from_millis(1))
+            .expect("librdkafka accepts SASL_SSL with SCRAM");
+        drop(producer);
+        let bad = KafkaConfig {
+            properties: vec![("security.protocol".into(), "carrier-pigeon".into())],
+            ..cfg
+        };
+        assert!(bad
+            .producer("test", Duration::from_secs(1), Duration::from_millis(1))
+            .is_err());
+    }
+}
