@@ -66,7 +66,10 @@ fn ingest_route(kind: Kind) -> MethodRouter<AppRef> {
             match ingest(&app, peer, &headers, body, kind).await {
                 Ok(resp) => resp,
                 Err(e) => {
-                    app.metrics.rejected.with_label_values(&[e.code()]).inc();
+                    // A refused message was counted by its violation when it was stored.
+                    if !matches!(e, ApiError::InvalidMessage { .. }) {
+                        app.metrics.rejected.with_label_values(&[e.code()]).inc();
+                    }
                     e.into_response()
                 }
             }

@@ -291,6 +291,11 @@ async fn a_single_message_that_breaks_the_spec_is_a_400_and_is_kept_in_rejected(
     assert!(b["message"].as_str().unwrap().contains("event"));
     let rejected = app.read(&app.topics.rejected(), 1).await;
     assert_eq!(rejected[0].value["messageId"], "no-event");
+    let text = app.metrics_text();
+    assert!(
+        text.contains(r#"cdp_collector_rejected_total{reason="missing_event"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

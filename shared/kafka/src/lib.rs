@@ -30,6 +30,12 @@ pub struct KafkaConfig {
 pub enum KafkaSetupError {
     #[error("cannot create Kafka client: {0}")]
     Client(#[source] KafkaError),
+    #[error("cannot create topics on {brokers} (is the broker reachable?): {source}")]
+    Admin {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("cannot create topic {topic}: {error}")]
     CreateTopic { topic: String, error: String },
 }
@@ -130,7 +136,10 @@ impl KafkaConfig {
         let results = admin
             .create_topics(new.iter(), &opts)
             .await
-            .map_err(KafkaSetupError::Client)?;
+            .map_err(|source| KafkaSetupError::Admin {
+                brokers: self.brokers.clone(),
+                source,
+            })?;
         for r in results {
             match r {
                 Ok(name) => tracing::info!(topic = %name, "topic created"),

@@ -58,9 +58,17 @@ impl Admin {
             .with_state(self)
     }
 
+    /// Binds the admin port; a port in use is a start-up error, not a silent background failure.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(addr).await
+    }
+
     /// Serves the admin endpoints until `shutdown` fires.
-    pub async fn serve(self, addr: SocketAddr, shutdown: CancellationToken) -> std::io::Result<()> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "admin endpoints listening");
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
