@@ -57,7 +57,9 @@ pub fn init(service: &'static str) -> Result<TelemetryGuard, TelemetryError> {
     let fmt = if json {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        // Colours only on a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt::layer().with_ansi(ansi).boxed()
     };
     tracing_subscriber::registry()
         .with(fmt.with_filter(log_filter))
