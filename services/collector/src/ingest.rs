@@ -208,7 +208,7 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// DESIGN.md: key = source id + (userId, else anonymousId), so one user's events keep their order
+/// docs/ARCHITECTURE.md: key = source id + (userId, else anonymousId), so one user's events keep their order
 /// on one partition and a client's retries of one message land where the first copy did.
 pub fn partition_key(source_id: &str, identity: Option<&str>) -> String {
     let identity = identity.unwrap_or("");
@@ -244,7 +244,8 @@ fn merge_defaults(
 /// Server-set fields: `receivedAt` always, `messageId` and `context.ip` when the client sent none.
 fn stamp(map: &mut Map<String, Value>, env: &Envelope<'_>) {
     map.insert("receivedAt".into(), Value::String(env.received_at.into()));
-    if map.get("messageId").is_none_or(Value::is_null) {
+    let absent = |v: &Value| v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty());
+    if map.get("messageId").is_none_or(absent) {
         map.insert(
             "messageId".into(),
             Value::String(format!("cdp-{}", uuid::Uuid::new_v4())),
@@ -300,6 +301,15 @@ mod tests {
             .is_some_and(|s| s.starts_with("cdp-")));
         assert!(m.get("writeKey").is_none());
         assert_eq!(p.accepted[0].key, "web:u1");
+    }
+
+    #[test]
+    fn an_empty_message_id_is_replaced_like_a_missing_one() {
+        let body = obj(json!({"userId":"u","messageId":"  "}));
+        let m = payload(&prepare_single(body, MessageType::Page, &ENV).accepted[0]);
+        assert!(m["messageId"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cdp-")));
     }
 
     #[test]

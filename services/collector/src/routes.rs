@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use base64::Engine;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,6 +48,7 @@ pub fn router(state: AppRef) -> Router {
         .route("/v1/pixel/{kind}", get(pixel))
         .route("/v1/projects/{write_key}/settings", get(settings))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
@@ -238,10 +238,8 @@ async fn client_metrics(
     Ok(Json(json!({"success": true})))
 }
 
-#[derive(Deserialize)]
-struct PixelQuery {
-    data: Option<String>,
-}
+/// The pixel's query as pairs, so a repeated or odd parameter cannot turn the GIF into an error.
+type PixelQuery = Vec<(String, String)>;
 
 /// A transparent 1×1 GIF.
 const GIF: &[u8] = &[
@@ -285,7 +283,8 @@ async fn pixel_event(
         message: format!("unknown pixel type {kind:?}"),
     })?;
     let data = q
-        .data
+        .into_iter()
+        .find_map(|(k, v)| (k == "data").then_some(v))
         .ok_or(ApiError::NotAnObject(" in the `data` query parameter"))?;
     let bytes = decode_base64(&data)
         .ok_or_else(|| ApiError::MalformedJson("`data` is not base64".into()))?;
@@ -361,14 +360,33 @@ fn public_origin(app: &AppState, headers: &HeaderMap) -> (String, String) {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|h| is_plain_host(h))
         .unwrap_or("localhost:8080");
     ("http".to_string(), host.to_string())
+}
+
+/// `name[:port]` or `[v6]:port` and nothing else, so a forged `Host` cannot put markup or paths
+/// into a cacheable settings document.
+fn is_plain_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }
 
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"success": false, "code": "not_found", "message": "no such endpoint"})),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"success": false, "code": "method_not_allowed",
+                    "message": "this endpoint takes POST (pixel and settings take GET)"})),
     )
         .into_response()
 }

@@ -385,6 +385,9 @@ async fn malformed_bodies_get_clear_errors_and_the_service_stays_healthy() {
     assert_eq!(raw[0].value["event"], "After");
     let nf = app.http.get(app.url("/v1/nope")).send().await.unwrap();
     assert_eq!(body(nf).await.1["code"], "not_found");
+    let get = app.http.get(app.url("/v1/track")).send().await.unwrap();
+    let (s, b) = body(get).await;
+    assert_eq!((s, b["code"].as_str()), (405, Some("method_not_allowed")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,6 +462,19 @@ async fn settings_document_points_the_browser_library_back_at_the_collector() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 401);
+    // A forged Host cannot put markup into the (cacheable) document.
+    let forged = app
+        .http
+        .get(app.url(&format!("/v1/projects/{WRITE_KEY}/settings")))
+        .header("host", "evil.example/\"><script>")
+        .send()
+        .await
+        .unwrap();
+    let (_, b) = body(forged).await;
+    assert_eq!(
+        b["integrations"]["Segment.io"]["apiHost"],
+        "localhost:8080/v1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -470,6 +486,7 @@ async fn pixel_always_answers_a_gif_and_stores_valid_events() {
             .to_string(),
     );
     for query in [
+        "data=a&data=b".to_string(),
         format!("data={data}"),
         "data=%%%".to_string(),
         String::new(),
@@ -490,7 +507,7 @@ async fn pixel_always_answers_a_gif_and_stores_valid_events() {
     let text = app.metrics_text();
     assert!(
         text.contains(
-            r#"cdp_collector_http_requests_total{route="/v1/pixel/{kind}",status="200"} 3"#
+            r#"cdp_collector_http_requests_total{route="/v1/pixel/{kind}",status="200"} 4"#
         ),
         "{text}"
     );

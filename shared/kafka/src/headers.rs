@@ -53,6 +53,9 @@ struct HeaderInjector(Option<OwnedHeaders>);
 
 impl Injector for HeaderInjector {
     fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
         let headers = self.0.take().unwrap_or_default();
         self.0 = Some(headers.insert(Header {
             key,

@@ -1,4 +1,4 @@
-//! Every topic name, in one place, under a configurable prefix (DESIGN.md "Shape").
+//! Every topic name, in one place, under a configurable prefix (docs/ARCHITECTURE.md, "Topics").
 
 /// A topic to create, with its partition count, replication factor and topic configs.
 #[derive(Debug, Clone, PartialEq, Eq)]

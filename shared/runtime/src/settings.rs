@@ -29,7 +29,7 @@ where
     }
 }
 
-/// Settings every service shares (DESIGN.md, "Common settings").
+/// Settings every service shares (docs/ARCHITECTURE.md and the README).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `CDP_WORKSPACE`: path of the workspace document.
@@ -44,7 +44,7 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
 }
 
-/// The admin port of each service in the local stack (DESIGN.md port table).
+/// The admin port of each service in the local stack (README service table).
 fn default_admin_port(service: &str) -> u16 {
     match service {
         "cdp-collector" => 9101,

@@ -75,11 +75,16 @@ pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, WorkspaceError> {
-    let mut doc: serde_yaml_ng::Value =
+    let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| WorkspaceError::Syntax(e.to_string()))?;
     if doc.is_null() {
-        doc = serde_yaml_ng::Value::Mapping(Default::default());
+        // An empty file is almost always a truncated write; loading it would drop every source and
+        // turn every event into a 401. (`sources: []` says it on purpose and is accepted.)
+        return Err(WorkspaceError::Syntax(
+            "the document is empty; an empty workspace must say so (`sources: []`)".into(),
+        ));
     }
+    let mut doc = doc;
     env::resolve(&mut doc, lookup)?;
     let workspace: Workspace = serde_path_to_error::deserialize(doc).map_err(|e| {
         let field = e.path().to_string();

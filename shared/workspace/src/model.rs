@@ -1,4 +1,4 @@
-//! The workspace document's shape. Extend it; do not rename fields (DESIGN.md).
+//! The workspace document's shape. Extend it; do not rename fields (docs/ARCHITECTURE.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -202,8 +202,11 @@ destinations:
     }
 
     #[test]
-    fn an_empty_document_is_an_empty_workspace() {
-        let loaded = parse("", &no_env).expect("empty is fine");
+    fn an_empty_document_is_refused_but_an_explicitly_empty_one_loads() {
+        let err = parse("", &no_env).expect_err("empty file").to_string();
+        assert!(err.contains("empty"), "{err}");
+        assert!(parse("# only a comment\n", &no_env).is_err());
+        let loaded = parse("sources: []", &no_env).expect("explicit");
         assert!(loaded.workspace.sources.is_empty());
     }
 }

@@ -14,7 +14,7 @@ use crate::{load, Loaded, WorkspaceError};
 /// The current workspace; `borrow()` is cheap, `changed().await` wakes on each new version.
 pub type WorkspaceRx = channel::Receiver<Arc<Loaded>>;
 
-/// `<prefix>_workspace_reloads_total{outcome}` and `<prefix>_workspace_info` for one service.
+/// `<prefix>_workspace_reloads_total{outcome}` and `<prefix>_workspace_reload_failing` for one service.
 #[derive(Clone)]
 pub struct ReloadMetrics {
     reloads: IntCounterVec,
@@ -84,7 +84,10 @@ async fn poll(
         last_seen = seen;
         let current = tx.borrow().digest.clone();
         match load(&path) {
-            Ok(next) if next.digest == current => {}
+            Ok(next) if next.digest == current => {
+                // Restored to the version in use: nothing to publish, but no longer failing.
+                metrics.failing.set(0);
+            }
             Ok(next) => {
                 tracing::info!(path = %path.display(), from = %current, to = %next.digest,
                     "workspace reloaded");
