@@ -3,7 +3,7 @@
 # add --wipe to delete it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STACK="$PWD/.stack"
+STACK="${CDP_DEV_STACK_DIR:-$PWD/.stack}"
 for name in collector tansu; do
   pidfile="$STACK/pids/$name"
   [ -f "$pidfile" ] || continue

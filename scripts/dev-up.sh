@@ -3,7 +3,8 @@
 # every service with the dev workspace (config/dev-workspace.yaml). Prints the collector URL and
 # the write key. Stop it with scripts/dev-down.sh. Logs are in .stack/logs/.
 #
-# Ports (override with the same variables): collector 8080, its admin port 9101, broker 9092.
+# Ports: collector 8080, its admin port 9101, broker 9092 (CDP_DEV_HTTP_PORT, CDP_DEV_ADMIN_PORT,
+# CDP_DEV_KAFKA_PORT). State (pids, logs, broker data) in .stack/ (CDP_DEV_STACK_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -14,14 +15,16 @@ HTTP_PORT="${CDP_DEV_HTTP_PORT:-8080}"
 ADMIN_PORT="${CDP_DEV_ADMIN_PORT:-9101}"
 PROFILE="${CDP_DEV_PROFILE:-release}"
 WRITE_KEY="${CDP_DEV_WRITE_KEY:-dev-write-key}"
-STACK="$ROOT/.stack"
+STACK="${CDP_DEV_STACK_DIR:-$ROOT/.stack}"
 mkdir -p "$STACK/data" "$STACK/logs" "$STACK/pids"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 running() { [ -f "$STACK/pids/$1" ] && kill -0 "$(cat "$STACK/pids/$1")" 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+die() { echo "error: $*" >&2; exit 1; }
 wait_until() { # wait_until <what> <seconds> <command...>
   local what=$1 secs=$2; shift 2
-  for _ in $(seq $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  for _ in $(seq $((secs * 10))); do "$@" >/dev/null && return 0; sleep 0.1; done
   echo "timed out waiting for $what; see $STACK/logs/" >&2; return 1
 }
 
@@ -34,29 +37,48 @@ BIN="$ROOT/target/$PROFILE"; [ "$PROFILE" = dev ] && BIN="$ROOT/target/debug"
 if running tansu; then
   say "broker already running (pid $(cat "$STACK/pids/tansu"))"
 else
-  say "starting tansu on 127.0.0.1:$KAFKA_PORT (data in .stack/data)"
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process; stop it or set CDP_DEV_KAFKA_PORT"
+  # A collector that outlived its broker keeps a producer the restarted broker cannot serve
+  # (docs/adr/0002): restart it with the broker.
+  if running collector; then
+    say "restarting the collector with the broker"
+    old=$(cat "$STACK/pids/collector")
+    kill -TERM "$old"
+    for _ in $(seq 150); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$STACK/pids/collector"
+  fi
+  say "starting tansu on 127.0.0.1:$KAFKA_PORT (data in $STACK/data)"
   # tansu resolves the SQLite path against its working directory.
   (cd "$STACK/data" && exec tansu broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine "sqlite://tansu.db" >>"$STACK/logs/tansu.log" 2>&1) &
   echo $! >"$STACK/pids/tansu"
-  wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
+  wait_until "the broker" 30 port_open "$KAFKA_PORT"
+  running tansu || die "tansu exited at start; see $STACK/logs/tansu.log"
 fi
 
 export CDP_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export CDP_WORKSPACE="$ROOT/config/dev-workspace.yaml"
 export CDP_DEV_WRITE_KEY="$WRITE_KEY"
+# tansu 0.6 on SQLite mishandles idempotent producers (a storage panic under load, lost producer
+# state after a restart: docs/adr/0002). acks=all still holds; production keeps idempotence on.
+export CDP_RDKAFKA_ENABLE_IDEMPOTENCE="${CDP_RDKAFKA_ENABLE_IDEMPOTENCE:-false}"
 
 if running collector; then
   say "collector already running (pid $(cat "$STACK/pids/collector"))"
 else
+  port_open "$HTTP_PORT" && die "port $HTTP_PORT is taken by another process; stop it or set CDP_DEV_HTTP_PORT"
   say "starting cdp-collector (topics are created at start)"
   CDP_HTTP_ADDR="127.0.0.1:$HTTP_PORT" CDP_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" \
     "$BIN/cdp-collector" >>"$STACK/logs/collector.log" 2>&1 &
   echo $! >"$STACK/pids/collector"
 fi
-wait_until "the collector to be ready" 90 curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
+collector_ready() {
+  running collector || { tail -5 "$STACK/logs/collector.log" >&2; die "cdp-collector exited; log above"; }
+  curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
+}
+wait_until "the collector to be ready" 90 collector_ready
 
 cat <<MSG
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The README's quick start, as a new user runs it: bring the stack up, send an event with curl,
-# expect 200 (only given after the broker acknowledged it), then tear down. Uses spare ports so it
-# does not collide with a running dev stack.
+# expect 200 (only given after the broker acknowledged it), then tear down. Uses spare ports and its
+# own state folder, so a running dev stack and its data are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CDP_DEV_KAFKA_PORT=39092 CDP_DEV_HTTP_PORT=38080 CDP_DEV_ADMIN_PORT=39101
 export CDP_DEV_PROFILE="${CDP_DEV_PROFILE:-dev}"
-trap 'scripts/dev-down.sh --wipe >/dev/null' EXIT
+CDP_DEV_STACK_DIR=$(mktemp -d)
+export CDP_DEV_STACK_DIR
+trap 'scripts/dev-down.sh >/dev/null; rm -rf "$CDP_DEV_STACK_DIR"' EXIT
 out=$(scripts/dev-up.sh)
 echo "$out" | tail -12
 echo "$out" | grep -q "write key    dev-write-key"
