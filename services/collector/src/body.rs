@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 use std::io::Read;
 use std::time::Duration;
@@ -54,7 +54,8 @@ fn content_encoding(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-    let read = GzDecoder::new(raw)
+    // Multi-member streams (concatenated gzip files) are valid gzip; read every member.
+    let read = MultiGzDecoder::new(raw)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| ApiError::MalformedGzip(e.to_string()))?;
@@ -100,6 +101,9 @@ mod tests {
             gunzip(b"not gzip", 1000),
             Err(ApiError::MalformedGzip(_))
         ));
+        let mut two = gz(b"{\"a\":");
+        two.extend(gz(b"1}"));
+        assert_eq!(&gunzip(&two, 100).expect("both members")[..], b"{\"a\":1}");
     }
 
     #[test]
