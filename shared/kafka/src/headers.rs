@@ -1,7 +1,7 @@
 //! Pipeline metadata travels in Kafka headers, never in the Segment payload.
 
-use opentelemetry::propagation::{Extractor, Injector};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use opentelemetry::propagation::Injector;
+use rdkafka::message::{Header, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The source the message came in on (workspace source id).
@@ -31,24 +31,6 @@ pub fn with_trace_context(headers: OwnedHeaders) -> OwnedHeaders {
     injector.0.unwrap_or_default()
 }
 
-/// Makes `span` a child of the trace context carried in `headers`, joining the trace across Kafka.
-pub fn set_parent_from(span: &tracing::Span, headers: &impl Headers) {
-    let cx =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if let Err(e) = span.set_parent(cx) {
-        tracing::debug!(error = %e, "trace context not attached");
-    }
-}
-
-/// The value of header `name` as UTF-8, if present.
-pub fn get<'a>(headers: &'a impl Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
-
 struct HeaderInjector(Option<OwnedHeaders>);
 
 impl Injector for HeaderInjector {
@@ -61,17 +43,5 @@ impl Injector for HeaderInjector {
             key,
             value: Some(&value),
         }));
-    }
-}
-
-struct HeaderExtractor<'a, H>(&'a H);
-
-impl<H: Headers> Extractor for HeaderExtractor<'_, H> {
-    fn get(&self, key: &str) -> Option<&str> {
-        get(self.0, key)
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|h| h.key).collect()
     }
 }
