@@ -10,6 +10,10 @@ pub enum ApiError {
     MissingWriteKey,
     #[error("write key is not known to this workspace")]
     InvalidWriteKey,
+    #[error(
+        "the Authorization header is not `Basic base64(<write key>:)` and the body has no writeKey"
+    )]
+    UnreadableAuthorization,
     #[error("body is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("batch holds {count} messages; at most {limit} are accepted per request")]
@@ -35,7 +39,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MissingWriteKey | ApiError::InvalidWriteKey => StatusCode::UNAUTHORIZED,
+            ApiError::MissingWriteKey
+            | ApiError::InvalidWriteKey
+            | ApiError::UnreadableAuthorization => StatusCode::UNAUTHORIZED,
             ApiError::TooLarge { .. }
             | ApiError::TooManyMessages { .. }
             | ApiError::MalformedJson(_)
@@ -54,6 +60,7 @@ impl ApiError {
         match self {
             ApiError::MissingWriteKey => "missing_write_key",
             ApiError::InvalidWriteKey => "invalid_write_key",
+            ApiError::UnreadableAuthorization => "invalid_authorization",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::TooManyMessages { .. } => "too_many_messages",
             ApiError::MalformedJson(_) => "invalid_json",

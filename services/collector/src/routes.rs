@@ -100,18 +100,24 @@ async fn ingest(
     };
     let bytes = body::read(headers, body, limit, app.config.body_timeout).await?;
     let basic = auth::basic_user(headers);
+    let authorization_sent = headers.contains_key(header::AUTHORIZATION);
     let received_at = now_rfc3339();
     let ip = client_ip(app, peer, headers).to_string();
     let (source, prepared) = match kind {
         Kind::Single(t) => {
             let map = body::parse_object(&bytes)?;
-            let source = authenticate(app, basic.or_else(|| ingest::body_write_key(&map)))?;
+            let source = authenticate(
+                app,
+                basic.or_else(|| ingest::body_write_key(&map)),
+                authorization_sent,
+            )?;
             let env = envelope(&source, &received_at, &ip);
             (source.clone(), ingest::prepare_single(map, t, &env))
         }
         Kind::Batch => {
             let batch = BatchBody::parse(&bytes)?;
-            let source = authenticate(app, basic.or_else(|| batch.write_key()))?;
+            let source =
+                authenticate(app, basic.or_else(|| batch.write_key()), authorization_sent)?;
             let env = envelope(&source, &received_at, &ip);
             (source.clone(), ingest::prepare_batch(&batch, &env)?)
         }
@@ -131,8 +137,21 @@ fn envelope<'a>(source: &'a SourceRef, received_at: &'a str, ip: &'a str) -> Env
     }
 }
 
-fn authenticate(app: &AppState, key: Option<String>) -> Result<SourceRef, ApiError> {
+/// `authorization_sent`: an `Authorization` header came but held no readable Basic key, which
+/// deserves its own answer when the body has no key either.
+fn authenticate(
+    app: &AppState,
+    key: Option<String>,
+    authorization_sent: bool,
+) -> Result<SourceRef, ApiError> {
     let key = key.filter(|k| !k.is_empty()).ok_or_else(|| {
+        if authorization_sent {
+            app.metrics
+                .auth_failures
+                .with_label_values(&["unreadable"])
+                .inc();
+            return ApiError::UnreadableAuthorization;
+        }
         app.metrics
             .auth_failures
             .with_label_values(&["missing"])
@@ -294,7 +313,7 @@ async fn pixel_event(
         });
     }
     let map = body::parse_object(&bytes)?;
-    let source = authenticate(app, ingest::body_write_key(&map))?;
+    let source = authenticate(app, ingest::body_write_key(&map), false)?;
     let received_at = now_rfc3339();
     let ip = client_ip(app, peer, headers).to_string();
     let prepared = ingest::prepare_single(map, t, &envelope(&source, &received_at, &ip));
@@ -319,7 +338,7 @@ async fn settings(
     Path(write_key): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authenticate(&app, Some(write_key.clone()))?;
+    authenticate(&app, Some(write_key.clone()), false)?;
     let (protocol, host) = public_origin(&app, &headers);
     let api_host = format!("{host}/v1");
     let doc = json!({

@@ -162,6 +162,16 @@ async fn write_keys_are_accepted_as_basic_auth_or_in_the_body_and_others_are_401
         (status, b["code"].as_str()),
         (401, Some("invalid_write_key"))
     );
+    let bearer = app
+        .http
+        .post(&url)
+        .bearer_auth("token")
+        .body(msg.to_string());
+    let (status, b) = body(bearer.send().await.unwrap()).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (401, Some("invalid_authorization"))
+    );
 
     let records = app.read(&app.topics.raw(), 3).await;
     let sources: Vec<_> = records
