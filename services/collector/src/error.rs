@@ -6,6 +6,10 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("this endpoint takes POST (pixel and settings take GET)")]
+    MethodNotAllowed,
     #[error("request has no write key: send it as the Basic auth user name or as `writeKey` in the body")]
     MissingWriteKey,
     #[error("write key is not known to this workspace")]
@@ -39,6 +43,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::MissingWriteKey
             | ApiError::InvalidWriteKey
             | ApiError::UnreadableAuthorization => StatusCode::UNAUTHORIZED,
@@ -58,6 +64,8 @@ impl ApiError {
     /// Bounded code for the body and for metric labels.
     pub fn code(&self) -> &'static str {
         match self {
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::MissingWriteKey => "missing_write_key",
             ApiError::InvalidWriteKey => "invalid_write_key",
             ApiError::UnreadableAuthorization => "invalid_authorization",
