@@ -65,10 +65,11 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(out))
 }
 
-/// Parses the body as a JSON object. `serde_json` refuses invalid UTF-8 and nesting deeper than
-/// 128 levels, so both come back as a clear 400 instead of a crash.
+/// Parses the body as a JSON object, numeric ids kept digit for digit ([`cdp_event::parse_json`]).
+/// `serde_json` refuses invalid UTF-8 and nesting deeper than 128 levels, so both come back as a
+/// clear 400 instead of a crash.
 pub fn parse_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
+    match cdp_event::parse_json(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::NotAnObject("")),
         Err(e) => Err(ApiError::MalformedJson(e.to_string())),

@@ -604,3 +604,33 @@ async fn a_new_write_key_works_after_a_workspace_reload_and_a_broken_edit_change
     });
     assert_eq!(send("rotated-key").await.unwrap().status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn numeric_ids_beyond_2_pow_53_land_in_kafka_digit_for_digit() {
+    let broker = Broker::memory();
+    let app = TestApp::spawn(&broker).await;
+    // Raw text: a JSON number this large cannot pass through a serde_json Value without change.
+    let post = |path: &'static str, text: &'static str| {
+        app.http
+            .post(app.url(path))
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("content-type", "application/json")
+            .body(text)
+            .send()
+    };
+    let single = r#"{"userId": 12345678901234567890123, "event": "E", "messageId": "big-1"}"#;
+    assert_eq!(post("/v1/track", single).await.unwrap().status(), 200);
+    let batch = r#"{"batch": [{"type": "group", "messageId": "big-2",
+        "anonymousId": 98765432109876543210, "groupId": -123456789012345678901234567890}]}"#;
+    assert_eq!(post("/v1/batch", batch).await.unwrap().status(), 200);
+
+    let records = app.read(&app.topics.raw(), 2).await;
+    let by_id = |id: &str| records.iter().find(|r| r.value["messageId"] == id).unwrap();
+    let track = by_id("big-1");
+    assert_eq!(track.value["userId"], "12345678901234567890123");
+    assert_eq!(track.key, format!("{SOURCE_ID}:12345678901234567890123"));
+    let group = by_id("big-2");
+    assert_eq!(group.value["anonymousId"], "98765432109876543210");
+    assert_eq!(group.value["groupId"], "-123456789012345678901234567890");
+    assert_eq!(group.key, format!("{SOURCE_ID}:98765432109876543210"));
+}

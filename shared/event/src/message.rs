@@ -1,3 +1,5 @@
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -105,6 +107,70 @@ impl SpecViolation {
     }
 }
 
+/// Identifiers Segment accepts as JSON numbers; [`Message::check`] turns them into strings.
+const ID_FIELDS: [&str; 4] = ["userId", "anonymousId", "groupId", "previousId"];
+
+/// Parses a message's JSON text like `serde_json::from_slice::<Value>`, except that a numeric
+/// `userId`, `anonymousId`, `groupId` or `previousId` of a top-level object becomes a string of the
+/// digits exactly as sent.
+///
+/// serde_json (without `arbitrary_precision`, which would change every number in the process)
+/// reads an integer beyond the 64-bit range as a float, so `12345678901234567890123` would become
+/// `"1.2345678901234568e22"` and the user's events would scatter over a made-up identity. The
+/// identifiers are read as raw text instead; every other field parses as usual, with the same
+/// nesting limit.
+pub fn parse_json(bytes: &[u8]) -> serde_json::Result<Value> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return serde_json::from_slice(bytes);
+    }
+    serde_json::from_slice::<ExactIds>(bytes).map(|m| Value::Object(m.0))
+}
+
+/// A JSON object whose identifier fields keep the text of a number.
+struct ExactIds(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for ExactIds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ExactIdsVisitor)
+    }
+}
+
+struct ExactIdsVisitor;
+
+impl<'de> Visitor<'de> for ExactIdsVisitor {
+    type Value = ExactIds;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<ExactIds, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value = if ID_FIELDS.contains(&key.as_str()) {
+                let raw: &'de RawValue = access.next_value()?;
+                id_value(raw).map_err(de::Error::custom)?
+            } else {
+                access.next_value::<Value>()?
+            };
+            map.insert(key, value);
+        }
+        Ok(ExactIds(map))
+    }
+}
+
+/// A number's text as a string; any other value parsed as usual (for `check` to judge).
+fn id_value(raw: &RawValue) -> serde_json::Result<Value> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => Ok(Value::String(text.to_owned())),
+        _ => serde_json::from_str(text),
+    }
+}
+
 /// One Segment message, held as its JSON object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message(Map<String, Value>);
@@ -165,14 +231,16 @@ impl Message {
     /// Checks the spec's required fields and returns the call type.
     ///
     /// Identifiers sent as JSON numbers (common from hand-written HTTP calls) are turned into strings
-    /// first, as Segment's libraries do, so downstream code sees one type.
+    /// first, as Segment's libraries do, so downstream code sees one type. A number that was already
+    /// parsed into a `Value` is exact only within 64 bits; text parsed with [`parse_json`] keeps
+    /// every digit.
     pub fn check(&mut self) -> Result<MessageType, SpecViolation> {
         let kind = match self.0.get("type") {
             None | Some(Value::Null) => return Err(SpecViolation::MissingType),
             Some(Value::String(s)) => MessageType::parse(s).ok_or(SpecViolation::InvalidType)?,
             Some(_) => return Err(SpecViolation::InvalidType),
         };
-        for key in ["userId", "anonymousId", "groupId", "previousId"] {
+        for key in ID_FIELDS {
             self.stringify_id(key)?;
         }
         if self.identity().is_none() {
@@ -306,6 +374,47 @@ mod tests {
         assert_eq!(m.check(), Ok(MessageType::Group));
         assert_eq!(m.user_id(), Some("42"));
         assert_eq!(m.str_field("groupId"), Some("7"));
+    }
+
+    #[test]
+    fn numeric_ids_beyond_64_bits_keep_every_digit_when_parsed_from_text() {
+        let text = br#" {"type":"group","userId": 12345678901234567890123,
+            "anonymousId":-98765432109876543210, "groupId":9007199254740993,
+            "previousId": 1.50e3, "traits":{"n":1}} "#;
+        let mut m = Message::from_value(parse_json(text).expect("parses")).expect("object");
+        assert_eq!(m.check(), Ok(MessageType::Group));
+        assert_eq!(m.user_id(), Some("12345678901234567890123"));
+        assert_eq!(m.anonymous_id(), Some("-98765432109876543210"));
+        assert_eq!(m.str_field("groupId"), Some("9007199254740993"));
+        assert_eq!(m.str_field("previousId"), Some("1.50e3"));
+        assert_eq!(m.get("traits"), Some(&serde_json::json!({"n": 1})));
+    }
+
+    #[test]
+    fn parse_json_otherwise_reads_json_as_serde_json_does() {
+        let v = parse_json(br#"{"userId":"u","anonymousId":null,"groupId":{"a":[1]}}"#)
+            .expect("parses");
+        assert_eq!(
+            v,
+            serde_json::json!({"userId":"u","anonymousId":null,"groupId":{"a":[1]}})
+        );
+        assert_eq!(
+            parse_json(b"[1, 2]").expect("array"),
+            serde_json::json!([1, 2])
+        );
+        assert!(parse_json(b"{\"userId\": 12,}").is_err());
+        assert!(parse_json(b"{\"userId\": 12").is_err());
+        let deep = format!(
+            "{{\"userId\":1,\"p\":{}{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(
+            parse_json(deep.as_bytes()).is_err(),
+            "nesting stays limited"
+        );
+        let deep_id = format!("{{\"userId\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(parse_json(deep_id.as_bytes()).is_err(), "also inside an id");
     }
 
     #[test]
