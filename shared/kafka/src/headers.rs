@@ -1,7 +1,7 @@
 //! Pipeline metadata travels in Kafka headers, never in the Segment payload.
 
-use opentelemetry::propagation::Injector;
-use rdkafka::message::{Header, OwnedHeaders};
+use opentelemetry::propagation::{Extractor, Injector};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The source the message came in on (workspace source id).
@@ -43,5 +43,47 @@ impl Injector for HeaderInjector {
             key,
             value: Some(&value),
         }));
+    }
+}
+
+/// The value of header `name` as UTF-8, if present.
+pub fn get<'a>(headers: Option<&'a BorrowedHeaders>, name: &str) -> Option<&'a str> {
+    headers?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The trace context a record carries (its producer's span), to parent the consumer's span on.
+pub fn trace_context(headers: Option<&BorrowedHeaders>) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// The pipeline headers of an input record, carried on to its outputs with the current span's
+/// trace context in place of the input's.
+pub fn forward(headers: Option<&BorrowedHeaders>) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new_with_capacity(headers.map_or(0, |h| h.count()) + 2);
+    if let Some(headers) = headers {
+        for h in headers.iter() {
+            if h.key != TRACEPARENT && h.key != TRACESTATE {
+                out = out.insert(h);
+            }
+        }
+    }
+    with_trace_context(out)
+}
+
+struct HeaderExtractor<'a>(Option<&'a BorrowedHeaders>);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        get(self.0, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .map(|h| h.iter().map(|h| h.key).collect())
+            .unwrap_or_default()
     }
 }

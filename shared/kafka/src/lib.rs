@@ -5,6 +5,7 @@
 //! TLS need no code (`CDP_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`).
 
 pub mod headers;
+pub mod stage;
 mod topics;
 
 pub use topics::{TopicSpec, Topics};
@@ -92,8 +93,8 @@ impl KafkaConfig {
         self.finish(c).create().map_err(KafkaSetupError::Client)
     }
 
-    /// A group consumer that never commits on its own: callers store or commit offsets only once
-    /// the work for a message is durable downstream.
+    /// A group consumer that commits only offsets its caller stored (`store_offset` once the work
+    /// for a message is durable downstream); stored offsets are committed every few seconds.
     pub fn consumer(
         &self,
         client_id: &str,
@@ -102,7 +103,7 @@ impl KafkaConfig {
     ) -> Result<StreamConsumer, KafkaSetupError> {
         let mut c = self.base(client_id);
         c.set("group.id", group_id)
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set(

@@ -76,8 +76,9 @@ pub struct Verdict {
     pub violations: Vec<Violation>,
     /// The plan it was judged by, when there was one.
     pub plan: Option<Arc<CompiledPlan>>,
-    /// The `track` event name when the plan lists it (a bounded set, safe as a metric label).
-    pub planned_event: Option<String>,
+    /// The plan rule that judged it: the planned `track` event name, `identify` or `group` (a
+    /// bounded set, safe as a metric label). `None` when no rule applied.
+    pub rule: Option<String>,
     /// One JSON record per violation, for the violations topic.
     pub records: Vec<Vec<u8>>,
 }
@@ -203,7 +204,7 @@ pub fn judge(
         output: Output::Unchanged,
         violations: Vec::new(),
         plan: plan.cloned(),
-        planned_event: None,
+        rule: None,
         records: Vec::new(),
     };
     let Some(plan) = plan else {
@@ -211,7 +212,7 @@ pub fn judge(
     };
 
     let mut violations = Vec::new();
-    let mut planned_event = None;
+    let rule;
     match kind {
         "track" => {
             let name = envelope.event.as_deref().unwrap_or_default();
@@ -234,7 +235,7 @@ pub fn judge(
                     ..unchecked()
                 });
             };
-            planned_event = Some(name.to_string());
+            rule = Some(name.to_string());
             check_object(
                 "properties",
                 envelope.properties,
@@ -263,6 +264,7 @@ pub fn judge(
             let Some(rules) = rules else {
                 return Ok(unchecked());
             };
+            rule = Some(kind.to_string());
             check_object(
                 "traits",
                 envelope.traits,
@@ -277,7 +279,7 @@ pub fn judge(
     if violations.is_empty() {
         return Ok(Verdict {
             outcome: Outcome::Valid,
-            planned_event,
+            rule,
             ..unchecked()
         });
     }
@@ -294,14 +296,7 @@ pub fn judge(
             ViolationAction::Omit => Action::Allowed,
         };
     }
-    Ok(finish(
-        plan,
-        source_id,
-        bytes,
-        &envelope,
-        planned_event,
-        violations,
-    ))
+    Ok(finish(plan, source_id, bytes, &envelope, rule, violations))
 }
 
 /// Validates `properties` or `traits` and lists unplanned keys when they are to be omitted.
@@ -358,7 +353,7 @@ fn finish(
     source_id: &str,
     bytes: &[u8],
     envelope: &Envelope<'_>,
-    planned_event: Option<String>,
+    rule: Option<String>,
     mut violations: Vec<Violation>,
 ) -> Verdict {
     let blocked = violations.iter().any(|v| v.action == Action::Blocked);
@@ -410,7 +405,7 @@ fn finish(
         output,
         violations,
         plan: Some(plan.clone()),
-        planned_event,
+        rule,
         records,
     }
 }

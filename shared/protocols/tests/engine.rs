@@ -23,6 +23,7 @@ fn brief_plan() -> TrackingPlan {
             json!({"properties": {"email": {"type": "string", "format": "email"}, "plan": {"enum": ["free", "pro"]}}}),
         ),
         group: None,
+        file: None,
     }
 }
 
@@ -119,7 +120,7 @@ fn the_brief_good_order_passes_as_the_same_bytes() {
     assert_eq!(verdict.outcome, Outcome::Valid, "{:?}", verdict.violations);
     assert_eq!(verdict.output, Output::Unchanged);
     assert!(verdict.records.is_empty());
-    assert_eq!(verdict.planned_event.as_deref(), Some("Order Completed"));
+    assert_eq!(verdict.rule.as_deref(), Some("Order Completed"));
 }
 
 fn bad_total() -> Value {
@@ -236,7 +237,7 @@ fn unplanned_events_are_allowed_or_blocked() {
     let verdict = judge(&allow, &input);
     assert_eq!(verdict.outcome, Outcome::Unplanned);
     assert_eq!(verdict.output, Output::Unchanged);
-    assert!(verdict.planned_event.is_none());
+    assert!(verdict.rule.is_none());
 
     let block = engine(
         brief_plan(),
@@ -335,6 +336,7 @@ fn segment_whole_event_rules_import_without_editing() {
             "properties": {"traits": {"type": "object", "properties": {"age": {"type": "integer"}}}}}),
         ),
         group: None,
+        file: None,
     };
     let engine = engine(plan, settings(ViolationAction::Block));
     let ok = json!({"type": "track", "event": "Signed Up", "userId": "u", "properties": {"plan": "pro"},
@@ -369,6 +371,7 @@ fn a_plan_that_does_not_compile_names_the_plan_event_and_schema_path() {
         }],
         identify: None,
         group: None,
+        file: None,
     };
     let ws = Workspace {
         tracking_plans: vec![plan],

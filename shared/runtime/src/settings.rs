@@ -42,6 +42,12 @@ pub struct Settings {
     pub topic_prefix: String,
     /// `CDP_ADMIN_ADDR`: `/metrics`, `/healthz`, `/readyz`.
     pub admin_addr: SocketAddr,
+    /// `CDP_CREATE_TOPICS`: create the missing topics a service uses at start (default true; turn
+    /// it off where a bootstrap job or the platform team owns topics).
+    pub create_topics: bool,
+    /// `CDP_TOPIC_PARTITIONS` (default 3) and `CDP_TOPIC_REPLICATION` (default 1) for created topics.
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
 }
 
 /// The admin port of each service in the local stack (README service table).
@@ -65,6 +71,9 @@ impl Settings {
                 "CDP_ADMIN_ADDR",
                 SocketAddr::from(([0, 0, 0, 0], default_admin_port(service))),
             )?,
+            create_topics: env_or("CDP_CREATE_TOPICS", true)?,
+            topic_partitions: env_or("CDP_TOPIC_PARTITIONS", 3)?,
+            topic_replication: env_or("CDP_TOPIC_REPLICATION", 1)?,
         })
     }
 }

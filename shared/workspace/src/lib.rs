@@ -8,10 +8,12 @@
 
 mod env;
 mod model;
+mod plan_file;
 mod validate;
 mod watch;
 
 pub use model::*;
+pub use plan_file::import_plan;
 pub use watch::{watch, ReloadMetrics, WorkspaceRx};
 
 use sha2::{Digest, Sha256};
@@ -63,17 +65,34 @@ pub struct Loaded {
 
 /// Reads and validates the document at `path`, resolving placeholders from the process environment.
 pub fn load(path: &Path) -> Result<Loaded, WorkspaceError> {
+    load_with(path, &|name| std::env::var(name).ok())
+}
+
+/// [`load`] with placeholders looked up by `lookup` instead of the process environment.
+pub fn load_with(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, WorkspaceError> {
     let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text, &|name| std::env::var(name).ok())
+    parse_in(&text, lookup, path.parent())
 }
 
-/// Parses and validates a document, looking placeholders up with `lookup`.
+/// Parses and validates a document, looking placeholders up with `lookup`. Plan `file`s need a
+/// document on disk ([`load`]).
 pub fn parse(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, WorkspaceError> {
+    parse_in(text, lookup, None)
+}
+
+fn parse_in(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    dir: Option<&Path>,
 ) -> Result<Loaded, WorkspaceError> {
     let doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(text).map_err(|e| WorkspaceError::Syntax(e.to_string()))?;
@@ -86,15 +105,44 @@ pub fn parse(
     }
     let mut doc = doc;
     env::resolve(&mut doc, lookup)?;
-    let workspace: Workspace = serde_path_to_error::deserialize(doc).map_err(|e| {
+    let mut workspace: Workspace = serde_path_to_error::deserialize(doc).map_err(|e| {
         let field = e.path().to_string();
         WorkspaceError::field(field, e.into_inner().to_string())
     })?;
+    let mut content = text.to_string();
+    for (i, plan) in workspace.tracking_plans.iter_mut().enumerate() {
+        if let Some(body) = read_plan_file(plan, dir)
+            .map_err(|m| WorkspaceError::field(format!("tracking_plans[{i}].file"), m))?
+        {
+            content.push_str(&body);
+        }
+    }
     validate::check(&workspace)?;
     Ok(Loaded {
         workspace,
-        digest: digest(text),
+        digest: digest(&content),
     })
+}
+
+/// Fills a plan from its `file`, returning the file's text (part of the workspace's digest).
+fn read_plan_file(plan: &mut TrackingPlan, dir: Option<&Path>) -> Result<Option<String>, String> {
+    let Some(file) = plan.file.clone() else {
+        return Ok(None);
+    };
+    if !plan.events.is_empty() || plan.identify.is_some() || plan.group.is_some() {
+        return Err("give the plan's rules inline or in a file, not both".into());
+    }
+    let dir = dir.ok_or("a plan file is read relative to a workspace document on disk")?;
+    let path = dir.join(&file);
+    let body = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&body)
+        .map_err(|e| format!("{} is not JSON or YAML: {e}", path.display()))?;
+    let imported = import_plan(&plan.id, &doc).map_err(|e| format!("{}: {e}", path.display()))?;
+    plan.events = imported.events;
+    plan.identify = imported.identify;
+    plan.group = imported.group;
+    Ok(Some(body))
 }
 
 fn digest(text: &str) -> String {

@@ -96,6 +96,10 @@ pub struct TrackingPlan {
     /// JSON Schema of group traits.
     #[serde(default)]
     pub group: Option<Value>,
+    /// Or a file holding the plan (JSON or YAML, this project's shape or Segment's), relative to
+    /// the workspace document. Its content replaces `events`, `identify` and `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

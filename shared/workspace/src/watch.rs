@@ -62,7 +62,7 @@ async fn poll(
     tx: channel::Sender<Arc<Loaded>>,
     metrics: ReloadMetrics,
 ) {
-    // Digest of the text last looked at, loaded or not, so a broken edit is reported once.
+    // Digest of the version last looked at, or its error, so a broken edit is reported once.
     let mut last_seen = tx.borrow().digest.clone();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -74,16 +74,19 @@ async fn poll(
                 return;
             }
         }
-        let seen = match tokio::fs::read_to_string(&path).await {
-            Ok(text) => crate::digest(&text),
-            Err(e) => format!("unreadable: {e}"),
+        // Loading is cheap (a small YAML file and the plan files it names), and only a load sees a
+        // change in a referenced plan file.
+        let outcome = load(&path);
+        let seen = match &outcome {
+            Ok(next) => next.digest.clone(),
+            Err(e) => format!("error: {e}"),
         };
         if seen == last_seen {
             continue;
         }
         last_seen = seen;
         let current = tx.borrow().digest.clone();
-        match load(&path) {
+        match outcome {
             Ok(next) if next.digest == current => {
                 // Restored to the version in use: nothing to publish, but no longer failing.
                 metrics.failing.set(0);
