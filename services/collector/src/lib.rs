@@ -12,6 +12,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 mod routes;
+mod server;
 pub mod sink;
 
 use arc_swap::ArcSwap;
@@ -109,18 +110,25 @@ async fn watch_producer(state: std::sync::Weak<AppState>, admin: Admin) {
     }
 }
 
-/// Serves the API until `shutdown`, then flushes the producer.
+/// Serves the API until `shutdown` (closing unused connections and letting requests in progress
+/// finish), then flushes the producer.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(state.clone());
-    axum::serve(
+    let limits = server::Limits {
+        header_timeout: state.config.header_timeout,
+        idle_timeout: state.config.idle_timeout,
+        max_connections: state.config.max_connections,
+    };
+    server::run(
+        router(state.clone()),
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        limits,
+        &state.metrics,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
     .await?;
     state.sink.flush(Duration::from_secs(10));
     Ok(())

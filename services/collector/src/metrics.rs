@@ -19,6 +19,9 @@ pub struct Metrics {
     pub produce_errors: IntCounterVec,
     pub producer_queue: IntGauge,
     pub client_metrics: IntCounter,
+    pub connections_open: IntGauge,
+    pub connection_timeouts: IntCounterVec,
+    pub accept_errors: IntCounter,
 }
 
 impl Metrics {
@@ -70,7 +73,19 @@ impl Metrics {
                 "Records waiting in the producer for a broker acknowledgement.")?,
             client_metrics: IntCounter::new("cdp_collector_client_metric_series_total",
                 "Metric series received from browser clients on /v1/m.")?,
+            connections_open: IntGauge::new("cdp_collector_http_connections_open",
+                "Client connections open now (at most CDP_MAX_CONNECTIONS).")?,
+            connection_timeouts: IntCounterVec::new(
+                Opts::new("cdp_collector_http_connection_timeouts_total",
+                    "Connections closed for a timeout: `header` (request line and headers too slow), `idle` (keep-alive unused)."),
+                &["reason"],
+            )?,
+            accept_errors: IntCounter::new("cdp_collector_http_accept_errors_total",
+                "Failures to accept a connection, e.g. out of file descriptors; the listener backs off and retries.")?,
         };
+        for reason in ["header", "idle"] {
+            m.connection_timeouts.with_label_values(&[reason]);
+        }
         r.register(Box::new(m.requests.clone()))?;
         r.register(Box::new(m.request_seconds.clone()))?;
         r.register(Box::new(m.request_bytes.clone()))?;
@@ -82,6 +97,9 @@ impl Metrics {
         r.register(Box::new(m.produce_errors.clone()))?;
         r.register(Box::new(m.producer_queue.clone()))?;
         r.register(Box::new(m.client_metrics.clone()))?;
+        r.register(Box::new(m.connections_open.clone()))?;
+        r.register(Box::new(m.connection_timeouts.clone()))?;
+        r.register(Box::new(m.accept_errors.clone()))?;
         Ok(m)
     }
 }

@@ -154,6 +154,7 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// A running collector with its own topic prefix.
 pub struct TestApp {
     pub base: String,
+    pub addr: SocketAddr,
     pub state: Arc<AppState>,
     pub admin: Admin,
     pub topics: Topics,
@@ -161,6 +162,7 @@ pub struct TestApp {
     pub workspace_path: PathBuf,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    serve: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -172,6 +174,9 @@ pub struct Options {
     pub delivery_timeout: Duration,
     /// librdkafka properties, as `CDP_RDKAFKA_*` would set them.
     pub kafka_properties: Vec<(String, String)>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: u32,
 }
 
 impl Default for Options {
@@ -180,6 +185,9 @@ impl Default for Options {
             trusted_proxies: Vec::new(),
             delivery_timeout: Duration::from_secs(5),
             kafka_properties: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
         }
     }
 }
@@ -207,11 +215,17 @@ impl TestApp {
                 kafka_brokers: broker.brokers(),
                 topic_prefix: prefix.clone(),
                 admin_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                create_topics: true,
+                topic_partitions: 2,
+                topic_replication: 1,
             },
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             trusted_proxies: opts.trusted_proxies,
             body_timeout: Duration::from_secs(2),
+            header_timeout: opts.header_timeout,
+            idle_timeout: opts.idle_timeout,
+            max_connections: opts.max_connections,
             delivery_timeout: opts.delivery_timeout,
             linger: Duration::from_millis(1),
             create_topics: true,
@@ -224,15 +238,17 @@ impl TestApp {
             .unwrap();
         let state = cdp_collector::build(config, rx, &admin).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
         let shutdown = CancellationToken::new();
-        tokio::spawn(cdp_collector::serve(
+        let serve = tokio::spawn(cdp_collector::serve(
             state.clone(),
             listener,
             shutdown.clone(),
         ));
         TestApp {
             base,
+            addr,
             state,
             admin,
             topics: Topics::new(prefix),
@@ -240,8 +256,23 @@ impl TestApp {
             workspace_path,
             http: reqwest::Client::new(),
             shutdown,
+            serve: Some(serve),
             _dir: dir,
         }
+    }
+
+    /// Starts a graceful shutdown; the returned task ends when `serve` has returned.
+    pub fn shutdown(&mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        self.shutdown.cancel();
+        self.serve.take().expect("shut down once")
+    }
+
+    /// The value of one series in `/metrics`, e.g. `cdp_collector_http_connections_open` or
+    /// `cdp_collector_http_connection_timeouts_total{reason="header"}`; `None` when absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     pub fn url(&self, path: &str) -> String {
