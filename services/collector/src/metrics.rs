@@ -22,6 +22,7 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connection_timeouts: IntCounterVec,
     pub accept_errors: IntCounter,
+    pub kafka_unreachable: IntGauge,
 }
 
 impl Metrics {
@@ -82,6 +83,8 @@ impl Metrics {
             )?,
             accept_errors: IntCounter::new("cdp_collector_http_accept_errors_total",
                 "Failures to accept a connection, e.g. out of file descriptors; the listener backs off and retries.")?,
+            kafka_unreachable: IntGauge::new("cdp_collector_kafka_unreachable",
+                "1 while no broker connection can be made; requests are then answered 503 without queueing.")?,
         };
         for reason in ["header", "idle"] {
             m.connection_timeouts.with_label_values(&[reason]);
@@ -100,6 +103,7 @@ impl Metrics {
         r.register(Box::new(m.connections_open.clone()))?;
         r.register(Box::new(m.connection_timeouts.clone()))?;
         r.register(Box::new(m.accept_errors.clone()))?;
+        r.register(Box::new(m.kafka_unreachable.clone()))?;
         Ok(m)
     }
 }

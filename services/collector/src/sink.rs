@@ -4,6 +4,8 @@ use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cdp_kafka::headers;
@@ -18,10 +20,44 @@ pub struct Sink {
     pub producer: FutureProducer,
     pub raw_topic: String,
     pub rejected_topic: String,
+    pub broker: Arc<BrokerReach>,
+}
+
+/// Whether the producer can reach a broker at all, as the last probe found (see `watch_producer`).
+#[derive(Debug, Default)]
+pub struct BrokerReach {
+    unreachable: AtomicBool,
+    /// Requests whose records were all acknowledged: proof of a reachable broker that outranks a
+    /// probe that failed meanwhile.
+    deliveries: AtomicU64,
+}
+
+impl BrokerReach {
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Records acknowledged records, which prove a broker reachable; true if that ends an outage.
+    fn delivered(&self) -> bool {
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+        self.unreachable.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// Records a probe's finding; returns the previous one.
+    pub fn set_unreachable(&self, unreachable: bool) -> bool {
+        self.unreachable.swap(unreachable, Ordering::Relaxed)
+    }
 }
 
 impl Sink {
     /// Sends every accepted and rejected record and waits for all acknowledgements.
+    ///
+    /// While no broker can be reached the request is refused at once: its records would only wait
+    /// out the delivery timeout in the queue (and delay the answers of the requests behind them).
     pub async fn publish(
         &self,
         prepared: &Prepared,
@@ -29,6 +65,10 @@ impl Sink {
         received_at: &str,
         metrics: &Metrics,
     ) -> Result<(), ApiError> {
+        let nothing_to_send = prepared.accepted.is_empty() && prepared.rejected.is_empty();
+        if self.broker.is_unreachable() && !nothing_to_send {
+            return Err(ApiError::Unavailable("broker_unreachable"));
+        }
         let started = Instant::now();
         let base = headers::with_trace_context(
             OwnedHeaders::new_with_capacity(3)
@@ -92,6 +132,11 @@ impl Sink {
                     return Err(ApiError::Unavailable("canceled"));
                 }
             }
+        }
+        if !nothing_to_send && self.broker.delivered() {
+            // A request queued before the outage was detected got through: the broker is back.
+            metrics.kafka_unreachable.set(0);
+            tracing::info!("a Kafka broker can be reached again");
         }
         Ok(())
     }

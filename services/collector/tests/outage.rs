@@ -6,7 +6,7 @@ mod common;
 use common::{Broker, Options, TestApp};
 use serde_json::json;
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_is_a_503_and_every_accepted_event_is_kept() {
@@ -81,4 +81,82 @@ async fn a_broker_outage_is_a_503_and_every_accepted_event_is_kept() {
             serde_json::from_slice(rdkafka::Message::payload(&m).unwrap()).unwrap();
         seen.insert(v["messageId"].as_str().unwrap().to_string());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_broker_gets_an_immediate_503_and_a_returning_one_is_used_again() {
+    let mut broker = Broker::durable().await;
+    let app = TestApp::spawn_with(
+        &broker,
+        Options {
+            // Long enough that a 503 from an expired record cannot pass for a prompt refusal.
+            delivery_timeout: Duration::from_secs(5),
+            kafka_properties: vec![("enable.idempotence".into(), "false".into())],
+            ..Options::default()
+        },
+    )
+    .await;
+    let track = |id: String| json!({"userId": "u", "event": "E", "messageId": id});
+    let mut accepted = HashSet::new();
+    for i in 0..3 {
+        assert_eq!(
+            app.post("/v1/track", &track(format!("m-{i}")))
+                .await
+                .status(),
+            200
+        );
+        accepted.insert(format!("m-{i}"));
+    }
+
+    broker.stop();
+    let stopped = Instant::now();
+    common::wait_for(Duration::from_secs(15), || {
+        app.metric("cdp_collector_kafka_unreachable") == Some(1.0)
+    });
+    let detected = stopped.elapsed();
+    assert!(
+        detected < Duration::from_secs(6),
+        "outage detected after {detected:?}"
+    );
+    assert!(app.admin.readiness.failing().contains(&"kafka"));
+    let batch =
+        json!({"batch": [{"type": "track", "userId": "u", "event": "E", "messageId": "b-1"}]});
+    for (path, body) in [("/v1/track", track("refused".into())), ("/v1/batch", batch)] {
+        let started = Instant::now();
+        let resp = app.post(path, &body).await;
+        let took = started.elapsed();
+        assert_eq!(resp.status(), 503, "{path}");
+        assert_eq!(resp.headers()["retry-after"], "5");
+        let b: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        assert_eq!(b["code"], "unavailable");
+        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
+    }
+
+    broker.restart();
+    let restarted = Instant::now();
+    common::wait_for(Duration::from_secs(15), || {
+        app.metric("cdp_collector_kafka_unreachable") == Some(0.0)
+    });
+    let back = restarted.elapsed();
+    assert!(
+        back < Duration::from_secs(5),
+        "returning broker noticed after {back:?}"
+    );
+    for i in 10..15 {
+        let id = format!("m-{i}");
+        assert_eq!(
+            app.post("/v1/track", &track(id.clone())).await.status(),
+            200
+        );
+        accepted.insert(id);
+    }
+
+    // Exactly what got a 200: the refused requests were never queued, so they are not stored.
+    let stored: HashSet<String> = app
+        .read(&app.topics.raw(), accepted.len())
+        .await
+        .iter()
+        .map(|r| r.value["messageId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stored, accepted);
 }
