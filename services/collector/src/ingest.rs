@@ -122,7 +122,7 @@ pub fn prepare_batch(body: &BatchBody<'_>, env: &Envelope<'_>) -> Result<Prepare
         let text = raw.get();
         // The body was scanned as raw JSON, which has no nesting limit; parsing an item does, so
         // a too-deep item is refused here as the whole body would be on a single-message route.
-        let parsed = cdp_event::parse_json(text.as_bytes())
+        let parsed = cdp_event::parse_json_str(text)
             .map_err(|e| ApiError::MalformedJson(format!("batch[{index}]: {e}")))?;
         let map = match parsed {
             Value::Object(m) => m,

@@ -10,4 +10,4 @@ mod limits;
 mod message;
 
 pub use limits::{MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BYTES, MAX_MESSAGE_ID_CHARS};
-pub use message::{parse_json, Message, MessageType, SpecViolation};
+pub use message::{parse_json, parse_json_str, Message, MessageType, SpecViolation};

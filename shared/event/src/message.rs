@@ -120,13 +120,25 @@ const ID_FIELDS: [&str; 4] = ["userId", "anonymousId", "groupId", "previousId"];
 /// identifiers are read as raw text instead; every other field parses as usual, with the same
 /// nesting limit.
 pub fn parse_json(bytes: &[u8]) -> serde_json::Result<Value> {
-    let first = bytes
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-    if first != Some(&b'{') {
+    if !starts_an_object(bytes) {
         return serde_json::from_slice(bytes);
     }
     serde_json::from_slice::<ExactIds>(bytes).map(|m| Value::Object(m.0))
+}
+
+/// [`parse_json`] for text already known to be UTF-8 (a batch item), which spares checking it again.
+pub fn parse_json_str(text: &str) -> serde_json::Result<Value> {
+    if !starts_an_object(text.as_bytes()) {
+        return serde_json::from_str(text);
+    }
+    serde_json::from_str::<ExactIds>(text).map(|m| Value::Object(m.0))
+}
+
+fn starts_an_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{')
 }
 
 /// A JSON object whose identifier fields keep the text of a number.
@@ -381,7 +393,10 @@ mod tests {
         let text = br#" {"type":"group","userId": 12345678901234567890123,
             "anonymousId":-98765432109876543210, "groupId":9007199254740993,
             "previousId": 1.50e3, "traits":{"n":1}} "#;
-        let mut m = Message::from_value(parse_json(text).expect("parses")).expect("object");
+        let parsed = parse_json(text).expect("parses");
+        let from_str = parse_json_str(std::str::from_utf8(text).expect("utf-8")).expect("parses");
+        assert_eq!(parsed, from_str);
+        let mut m = Message::from_value(parsed).expect("object");
         assert_eq!(m.check(), Ok(MessageType::Group));
         assert_eq!(m.user_id(), Some("12345678901234567890123"));
         assert_eq!(m.anonymous_id(), Some("-98765432109876543210"));
