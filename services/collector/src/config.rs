@@ -38,11 +38,6 @@ pub struct Config {
     pub delivery_timeout: Duration,
     /// `CDP_KAFKA_LINGER_MS`: producer batching delay (default 2).
     pub linger: Duration,
-    /// `CDP_CREATE_TOPICS`: create missing pipeline topics at start (default true).
-    pub create_topics: bool,
-    /// `CDP_TOPIC_PARTITIONS` (default 3) and `CDP_TOPIC_REPLICATION` (default 1) for created topics.
-    pub topic_partitions: i32,
-    pub topic_replication: i32,
 }
 
 impl Config {
@@ -78,9 +73,6 @@ impl Config {
                 5_000u64,
             )?),
             linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 2u64)?),
-            create_topics: env_or("CDP_CREATE_TOPICS", true)?,
-            topic_partitions: env_or("CDP_TOPIC_PARTITIONS", 3)?,
-            topic_replication: env_or("CDP_TOPIC_REPLICATION", 1)?,
         })
     }
 }

@@ -49,14 +49,14 @@ pub async fn build(
     admin.readiness.set("kafka", false);
     let kafka = &config.kafka;
     let topics = Topics::new(&config.common.topic_prefix);
-    if config.create_topics {
+    if config.common.create_topics {
         let specs: Vec<TopicSpec> = topics
             .pipeline()
             .into_iter()
             .map(|name| TopicSpec {
                 name,
-                partitions: config.topic_partitions,
-                replication: config.topic_replication,
+                partitions: config.common.topic_partitions,
+                replication: config.common.topic_replication,
                 config: Vec::new(),
             })
             .collect();

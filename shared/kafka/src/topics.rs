@@ -21,6 +21,10 @@ impl Topics {
         }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn name(&self, suffix: &str) -> String {
         format!("{}.{suffix}", self.prefix)
     }

@@ -4,6 +4,7 @@
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -147,9 +148,7 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// Reads `topic` from the start until `n` records are there (panics after 20 s), then checks for a
 /// moment that no extra record follows.
 pub async fn read(kafka: &KafkaConfig, topic: &str, n: usize) -> Vec<Record> {
-    let group = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let consumer: StreamConsumer = kafka.consumer("test", &group, true).unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = reader(kafka, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while out.len() < n {
@@ -167,6 +166,27 @@ pub async fn read(kafka: &KafkaConfig, topic: &str, n: usize) -> Vec<Record> {
         panic!("unexpected extra record in {topic}: {:?}", Record::from(&m));
     }
     out
+}
+
+/// A consumer assigned every partition of `topic` from the beginning: no consumer group to join,
+/// so reading back starts at once.
+pub fn reader(kafka: &KafkaConfig, topic: &str) -> StreamConsumer {
+    let group = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let consumer: StreamConsumer = kafka.consumer("test", &group, true).unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    assert!(assignment.count() > 0, "topic {topic} has no partitions");
+    consumer.assign(&assignment).unwrap();
+    consumer
 }
 
 /// Installs the same telemetry as the binaries (once per test process), so records carry trace
