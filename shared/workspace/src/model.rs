@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -15,6 +16,14 @@ pub struct Workspace {
     pub destinations: Vec<Destination>,
     #[serde(default)]
     pub functions: Vec<Function>,
+    /// The enricher's per-source privacy options, by source id. Kept beside the sources rather
+    /// than inside them so a source without options reads exactly as before.
+    #[serde(default)]
+    pub enrichment: BTreeMap<String, SourceEnrichment>,
+    /// User ids (`userId`) whose events the enricher drops and counts: deletion and
+    /// do-not-track requests. Applies to every source.
+    #[serde(default)]
+    pub suppressed_users: Vec<String>,
 }
 
 impl Workspace {
@@ -29,6 +38,38 @@ impl Workspace {
     pub fn tracking_plan(&self, id: &str) -> Option<&TrackingPlan> {
         self.tracking_plans.iter().find(|p| p.id == id)
     }
+
+    /// A source's enrichment options (the defaults when it has none).
+    pub fn enrichment(&self, source_id: &str) -> SourceEnrichment {
+        self.enrichment.get(source_id).cloned().unwrap_or_default()
+    }
+}
+
+/// What the enricher does to a source's events before they leave it (privacy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceEnrichment {
+    /// What happens to `context.ip` after the geo lookup.
+    #[serde(default)]
+    pub ip: IpPolicy,
+    /// Dotted paths removed from each event (`traits.email`, `context.traits.phone`).
+    #[serde(default)]
+    pub drop_fields: Vec<String>,
+    /// Dotted paths whose value is replaced by its SHA-256 (lower-case hex).
+    #[serde(default)]
+    pub hash_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpPolicy {
+    /// Leave `context.ip` as it came.
+    #[default]
+    Keep,
+    /// Zero the host part: the last octet of IPv4 (/24), all but the first 48 bits of IPv6.
+    Truncate,
+    /// Remove `context.ip`.
+    Drop,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -134,11 +134,73 @@ pub(crate) fn check(ws: &Workspace) -> Result<(), WorkspaceError> {
         }
     }
 
+    for (id, e) in &ws.enrichment {
+        if !source_ids.contains(id.as_str()) {
+            err(
+                format!("enrichment.{id}"),
+                format!("no source with id {id:?}"),
+            );
+        }
+        let mut paths = HashSet::new();
+        for (list, fields) in [
+            ("drop_fields", &e.drop_fields),
+            ("hash_fields", &e.hash_fields),
+        ] {
+            for (j, path) in fields.iter().enumerate() {
+                let at = format!("enrichment.{id}.{list}[{j}]");
+                if let Some(problem) = field_path_problem(path) {
+                    err(at, problem);
+                } else if !paths.insert(path.as_str()) {
+                    err(
+                        at,
+                        format!("{path:?} is listed twice (drop or hash it once)"),
+                    );
+                }
+            }
+        }
+    }
+    let mut users = HashSet::new();
+    for (i, u) in ws.suppressed_users.iter().enumerate() {
+        if u.trim().is_empty() {
+            err(format!("suppressed_users[{i}]"), "must not be empty".into());
+        } else if !users.insert(u.as_str()) {
+            err(
+                format!("suppressed_users[{i}]"),
+                format!("user {u:?} is listed twice"),
+            );
+        }
+    }
+
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
         _ => Err(WorkspaceError::Many(errors)),
     }
+}
+
+/// Fields the pipeline itself needs downstream: never dropped or hashed.
+const PROTECTED_FIELDS: &[&str] = &[
+    "type",
+    "messageId",
+    "receivedAt",
+    "sentAt",
+    "timestamp",
+    "originalTimestamp",
+];
+
+/// Why a dotted field path (`traits.email`) cannot be dropped or hashed, if it cannot.
+fn field_path_problem(path: &str) -> Option<String> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Some(format!(
+            "{path:?} is not a field path: use dotted names such as traits.email"
+        ));
+    }
+    if PROTECTED_FIELDS.contains(&path) {
+        return Some(format!(
+            "{path:?} is needed downstream and cannot be dropped or hashed"
+        ));
+    }
+    None
 }
 
 /// Ids end up in topic names, consumer groups, metric labels and dataset names.
@@ -184,6 +246,47 @@ destinations:
         ] {
             assert!(err.contains(needle), "{needle} missing from: {err}");
         }
+    }
+
+    #[test]
+    fn enrichment_options_are_checked_with_their_paths() {
+        let doc = r#"
+sources:
+  - {id: web, write_key: k1}
+enrichment:
+  web:
+    ip: truncate
+    drop_fields: [traits.phone, "traits..x", messageId]
+    hash_fields: [traits.email, traits.phone]
+  app: {ip: drop}
+suppressed_users: [u1, "", u1]
+"#;
+        let err = parse(doc, &no_env).expect_err("invalid").to_string();
+        for needle in [
+            "enrichment.web.drop_fields[1]",
+            "enrichment.web.drop_fields[2]",
+            "enrichment.web.hash_fields[1]",
+            "enrichment.app",
+            "suppressed_users[1]",
+            "suppressed_users[2]",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
+        assert!(!err.contains("hash_fields[0]"), "{err}");
+    }
+
+    #[test]
+    fn enrichment_options_default_to_keeping_everything() {
+        let doc = "sources:\n  - {id: web, write_key: k}\nenrichment:\n  web: {ip: drop, hash_fields: [traits.email]}\n";
+        let ws = parse(doc, &no_env).expect("valid").workspace;
+        let web = ws.enrichment("web");
+        assert_eq!(web.ip, crate::IpPolicy::Drop);
+        assert_eq!(web.hash_fields, ["traits.email"]);
+        assert_eq!(ws.enrichment("other"), crate::SourceEnrichment::default());
+        assert!(ws.suppressed_users.is_empty());
+        let bad = "enrichment:\n  web: {ip: blur}\n";
+        let err = parse(bad, &no_env).expect_err("bad ip").to_string();
+        assert!(err.contains("blur"), "{err}");
     }
 
     #[test]
