@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STACK="${CDP_DEV_STACK_DIR:-$PWD/.stack}"
-for name in collector tansu; do
+for name in collector validator enricher tansu; do
   pidfile="$STACK/pids/$name"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

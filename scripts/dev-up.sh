@@ -3,8 +3,9 @@
 # every service with the dev workspace (config/dev-workspace.yaml). Prints the collector URL and
 # the write key. Stop it with scripts/dev-down.sh. Logs are in .stack/logs/.
 #
-# Ports: collector 8080, its admin port 9101, broker 9092 (CDP_DEV_HTTP_PORT, CDP_DEV_ADMIN_PORT,
-# CDP_DEV_KAFKA_PORT). State (pids, logs, broker data) in .stack/ (CDP_DEV_STACK_DIR).
+# Ports: collector 8080, broker 9092, admin ports (/metrics, /readyz) collector 9101, validator 9102
+# (CDP_DEV_HTTP_PORT, CDP_DEV_KAFKA_PORT, CDP_DEV_ADMIN_PORT, CDP_DEV_VALIDATOR_ADMIN_PORT).
+# State (pids, logs, broker data) in .stack/ (CDP_DEV_STACK_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -13,6 +14,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 KAFKA_PORT="${CDP_DEV_KAFKA_PORT:-9092}"
 HTTP_PORT="${CDP_DEV_HTTP_PORT:-8080}"
 ADMIN_PORT="${CDP_DEV_ADMIN_PORT:-9101}"
+VALIDATOR_ADMIN_PORT="${CDP_DEV_VALIDATOR_ADMIN_PORT:-9102}"
+# Every service of the pipeline, in start order, with its admin port.
+SERVICES=("collector:$ADMIN_PORT" "validator:$VALIDATOR_ADMIN_PORT")
 PROFILE="${CDP_DEV_PROFILE:-release}"
 WRITE_KEY="${CDP_DEV_WRITE_KEY:-dev-write-key}"
 STACK="${CDP_DEV_STACK_DIR:-$ROOT/.stack}"
@@ -38,15 +42,17 @@ if running tansu; then
   say "broker already running (pid $(cat "$STACK/pids/tansu"))"
 else
   port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process; stop it or set CDP_DEV_KAFKA_PORT"
-  # A collector that outlived its broker keeps a producer the restarted broker cannot serve
-  # (docs/adr/0002): restart it with the broker.
-  if running collector; then
-    say "restarting the collector with the broker"
-    old=$(cat "$STACK/pids/collector")
+  # A service that outlived its broker keeps a producer the restarted broker cannot serve
+  # (docs/adr/0002): restart every service with the broker.
+  for entry in "${SERVICES[@]}"; do
+    name=${entry%%:*}
+    running "$name" || continue
+    say "restarting $name with the broker"
+    old=$(cat "$STACK/pids/$name")
     kill -TERM "$old"
     for _ in $(seq 150); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$STACK/pids/collector"
-  fi
+    rm -f "$STACK/pids/$name"
+  done
   say "starting tansu on 127.0.0.1:$KAFKA_PORT (data in $STACK/data)"
   # tansu resolves the SQLite path against its working directory.
   (cd "$STACK/data" && exec tansu broker \
@@ -65,27 +71,39 @@ export CDP_DEV_WRITE_KEY="$WRITE_KEY"
 # state after a restart: docs/adr/0002). acks=all still holds; production keeps idempotence on.
 export CDP_RDKAFKA_ENABLE_IDEMPOTENCE="${CDP_RDKAFKA_ENABLE_IDEMPOTENCE:-false}"
 
-if running collector; then
-  say "collector already running (pid $(cat "$STACK/pids/collector"))"
-else
-  port_open "$HTTP_PORT" && die "port $HTTP_PORT is taken by another process; stop it or set CDP_DEV_HTTP_PORT"
-  say "starting cdp-collector (topics are created at start)"
-  CDP_HTTP_ADDR="127.0.0.1:$HTTP_PORT" CDP_ADMIN_ADDR="127.0.0.1:$ADMIN_PORT" \
-    "$BIN/cdp-collector" >>"$STACK/logs/collector.log" 2>&1 &
-  echo $! >"$STACK/pids/collector"
-fi
-collector_ready() {
-  running collector || { tail -5 "$STACK/logs/collector.log" >&2; die "cdp-collector exited; log above"; }
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"
+start() { # start <name> <admin port> [VAR=value...]
+  local name=$1 admin=$2; shift 2
+  if running "$name"; then say "$name already running (pid $(cat "$STACK/pids/$name"))"; return; fi
+  port_open "$admin" && die "admin port $admin of $name is taken by another process; stop it or change it (see the top of this script)"
+  say "starting cdp-$name"
+  env CDP_ADMIN_ADDR="127.0.0.1:$admin" "$@" "$BIN/cdp-$name" >>"$STACK/logs/$name.log" 2>&1 &
+  echo $! >"$STACK/pids/$name"
 }
-wait_until "the collector to be ready" 90 collector_ready
+ready() { # ready <name> <admin port>
+  running "$1" || { tail -5 "$STACK/logs/$1.log" >&2; die "cdp-$1 exited; log above"; }
+  curl -sf "http://127.0.0.1:$2/readyz"
+}
+
+if ! running collector; then
+  port_open "$HTTP_PORT" && die "port $HTTP_PORT is taken by another process; stop it or set CDP_DEV_HTTP_PORT"
+fi
+# The collector creates the topics at start; the others wait for it to be ready.
+start collector "$ADMIN_PORT" CDP_HTTP_ADDR="127.0.0.1:$HTTP_PORT"
+wait_until "the collector to be ready" 90 ready collector "$ADMIN_PORT"
+for entry in "${SERVICES[@]:1}"; do
+  start "${entry%%:*}" "${entry#*:}"
+done
+for entry in "${SERVICES[@]:1}"; do
+  wait_until "cdp-${entry%%:*} to be ready" 90 ready "${entry%%:*}" "${entry#*:}"
+done
 
 cat <<MSG
 
 The pipeline is up.
   collector    http://127.0.0.1:$HTTP_PORT      (metrics: http://127.0.0.1:$ADMIN_PORT/metrics)
-  write key    $WRITE_KEY                (source "dev")
-  broker       127.0.0.1:$KAFKA_PORT               (events land in cdp.events.raw)
+  write key    $WRITE_KEY                (source "dev", tracking plan config/plans/shop.json)
+  broker       127.0.0.1:$KAFKA_PORT               (cdp.events.raw -> validator -> cdp.events.valid)
+  validator    metrics: http://127.0.0.1:$VALIDATOR_ADMIN_PORT/metrics
 
 Send an event:
   curl -u $WRITE_KEY: http://127.0.0.1:$HTTP_PORT/v1/track \\

@@ -431,3 +431,32 @@ fn inputs_that_are_not_messages_are_poison() {
         Err(Poison::NotAMessage(_))
     ));
 }
+
+#[test]
+fn a_rewrite_changes_only_what_it_must() {
+    let engine = engine(brief_plan(), settings(ViolationAction::Omit));
+    let input = r#"{"type":"track","event":"Order Completed","userId":"u1","properties":{"order_id":"O-1","total":"14500","currency":"RUB","note":"a\"b é"},"context":{"ip":"203.0.113.9","protocols":{"event_version":2,"omitted":["stale"]}},"sentAt":"2026-12-03T10:00:00.000Z","n":1.50}"#;
+    let verdict = engine.evaluate("web", input.as_bytes()).expect("message");
+    let Output::Rewritten(bytes) = &verdict.output else {
+        panic!("expected a rewrite")
+    };
+    let text = std::str::from_utf8(bytes).expect("utf-8");
+    assert!(
+        text.starts_with(r#"{"type":"track","event":"Order Completed","userId":"u1","properties":{"order_id":"O-1","currency":"RUB","note":"a\"b é"},"context":{"ip":"203.0.113.9","protocols":{"event_version":2,"sourceId":"web""#),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(r#","sentAt":"2026-12-03T10:00:00.000Z","n":1.50}"#),
+        "{text}"
+    );
+    let out: Value = serde_json::from_str(text).expect("valid JSON");
+    assert_eq!(
+        out["context"]["protocols"]["omitted"],
+        json!([]),
+        "ours replaces the client's"
+    );
+    assert_eq!(
+        out["context"]["protocols"]["omitted_on_violation"],
+        json!(["total"])
+    );
+}
