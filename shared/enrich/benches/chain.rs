@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use cdp_enrich::{Chain, Dedupe, GeoDb, Input, Outcome, State};
 
+/// The allocator `cdp-enricher` runs with: the chain allocates per event (a JSON tree).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/support/geodb.rs"]
 mod geodb;
 

@@ -13,8 +13,11 @@ pub mod time;
 pub mod useragent;
 
 use chrono::{DateTime, Utc};
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub use dedupe::Dedupe;
@@ -166,12 +169,17 @@ impl Chain {
     /// Suppression, dedupe, then every enricher; `now` is the processing clock (dedupe window,
     /// and `receivedAt` when neither the payload nor the header has one).
     pub fn enrich(&self, input: &Input<'_>, state: &mut State, now: DateTime<Utc>) -> Outcome {
-        let mut map: Map<String, Value> = match serde_json::from_slice(input.payload) {
-            Ok(Value::Object(map)) => map,
-            Ok(_) => {
+        let privacy = self.privacy.get(input.source);
+        let pass =
+            |key: &str| PASS_THROUGH.contains(&key) && !privacy.is_some_and(|p| p.touches(key));
+        let (mut map, raw) = match split(input.payload, &pass) {
+            Ok(parts) => parts,
+            Err(e) if e.classify() == serde_json::error::Category::Data => {
                 return Outcome::Poison {
                     code: "not_an_object",
-                    reason: "the record is JSON but not a Segment message (an object)".into(),
+                    reason: format!(
+                        "the record is JSON but not a Segment message (an object): {e}"
+                    ),
                 }
             }
             Err(e) => {
@@ -193,7 +201,7 @@ impl Chain {
             }
         }
         let failures = self.apply(&mut map, input.source, input.received_at, now, state);
-        match serde_json::to_vec(&map) {
+        match join(&map, &raw, input.payload.len()) {
             Ok(payload) => Outcome::Forward { payload, failures },
             Err(e) => Outcome::Poison {
                 code: "unserializable",
@@ -235,15 +243,92 @@ impl Chain {
     fn is_suppressed(&self, map: &Map<String, Value>) -> bool {
         map.get("userId")
             .and_then(message_id)
-            .is_some_and(|id| self.suppressed.contains(id.as_str()))
+            .is_some_and(|id| self.suppressed.contains(id.as_ref()))
     }
 }
 
+/// Top-level fields no enricher reads or writes (unless a privacy path names them): kept as their
+/// raw JSON text instead of being built into a tree and written out again.
+const PASS_THROUGH: &[&str] = &["properties", "traits", "integrations", "_metadata"];
+
+type Raw = BTreeMap<String, Box<RawValue>>;
+
+/// Parses a message's top level: pass-through fields as raw text, the rest as values.
+fn split(
+    payload: &[u8],
+    pass: &dyn Fn(&str) -> bool,
+) -> Result<(Map<String, Value>, Raw), serde_json::Error> {
+    struct Top<'a>(&'a dyn Fn(&str) -> bool);
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = (Map<String, Value>, Raw);
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let (mut map, mut raw) = (Map::new(), Raw::new());
+            while let Some(key) = access.next_key::<String>()? {
+                // A key always goes to the same side, so a repeated key replaces its own value
+                // (the last one wins, as with a plain parse).
+                if (self.0)(&key) {
+                    let v: Box<RawValue> = access.next_value()?;
+                    raw.insert(key, v);
+                } else {
+                    let v: Value = access.next_value()?;
+                    map.insert(key, v);
+                }
+            }
+            Ok((map, raw))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let parts = de.deserialize_map(Top(pass))?;
+    de.end()?;
+    Ok(parts)
+}
+
+/// Writes both parts back as one object, keys in order (as a `serde_json::Map` would).
+fn join(
+    map: &Map<String, Value>,
+    raw: &Raw,
+    size_hint: usize,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(size_hint + size_hint / 2);
+    out.push(b'{');
+    let mut parsed = map.iter().peekable();
+    let mut kept = raw.iter().peekable();
+    let mut first = true;
+    loop {
+        let take_parsed = match (parsed.peek(), kept.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((a, _)), Some((b, _))) => a < b,
+        };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if take_parsed {
+            if let Some((k, v)) = parsed.next() {
+                serde_json::to_writer(&mut out, k)?;
+                out.push(b':');
+                serde_json::to_writer(&mut out, v)?;
+            }
+        } else if let Some((k, v)) = kept.next() {
+            serde_json::to_writer(&mut out, k)?;
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
 /// An id as text: strings as they are, numbers digit for digit (the collector keeps numeric ids).
-fn message_id(v: &Value) -> Option<String> {
+fn message_id(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }

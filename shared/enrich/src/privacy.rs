@@ -34,6 +34,14 @@ impl Privacy {
         }
     }
 
+    /// Whether a drop or hash path starts at this top-level field.
+    pub fn touches(&self, top: &str) -> bool {
+        self.drop
+            .iter()
+            .chain(&self.hash)
+            .any(|p| p.first().is_some_and(|f| f == top))
+    }
+
     pub fn is_noop(&self) -> bool {
         self.ip == IpPolicy::Keep && self.drop.is_empty() && self.hash.is_empty()
     }

@@ -214,3 +214,30 @@ fn the_example_workspace_document_loads_with_its_enrichment_options() {
     assert_eq!(ws.enrichment("web").ip, cdp_workspace::IpPolicy::Truncate);
     assert_eq!(ws.enrichment("web").hash_fields[0], "traits.email");
 }
+
+#[test]
+fn untouched_properties_pass_through_byte_for_byte() {
+    let chain = Chain::new(&workspace(WORKSPACE), None);
+    let payload = br#"{"type":"track","event":"Paid","userId":"u","messageId":"m","properties":{"total":1.50,"id":12345678901234567890123,"z":1,"a":2},"context":{"ip":"198.51.100.1"}}"#;
+    let out = chain.enrich(
+        &Input {
+            payload,
+            source: "app",
+            partition: 0,
+            received_at: None,
+        },
+        &mut State::new(None),
+        now(),
+    );
+    let Outcome::Forward { payload, .. } = out else {
+        panic!("forwarded")
+    };
+    let text = String::from_utf8(payload).unwrap();
+    assert!(
+        text.contains(r#""properties":{"total":1.50,"id":12345678901234567890123,"z":1,"a":2}"#),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["context"]["ip"], "198.51.100.1");
+    assert_eq!(v["timestamp"], "2026-12-03T10:00:00.000Z");
+}
