@@ -290,6 +290,15 @@ fn rebuild_now(rebuild: &Rebuilder, partition: i32, dedupe: &mut Dedupe, metrics
     let started = Instant::now();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let handle = tokio::runtime::Handle::current();
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        // block_in_place needs other worker threads to hand this one's tasks to.
+        metrics.dedupe_rebuilds.with_label_values(&["error"]).inc();
+        tracing::error!(
+            partition,
+            "dedupe window not rebuilt: the enricher needs a multi-threaded runtime"
+        );
+        return;
+    }
     let result =
         tokio::task::block_in_place(|| handle.block_on(rebuild.rebuild(partition, dedupe, now_ms)));
     metrics
