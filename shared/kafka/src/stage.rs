@@ -15,7 +15,8 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::Offset;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -180,15 +181,30 @@ impl Stage {
             }
         }
         drop(tx);
-        let _joined = acks.await;
+        let stored = acks.await.unwrap_or_default();
         lag.abort();
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "final commit failed; the next owner re-reads from the last commit");
-                Ok(())
+        // Commit exactly what was stored (acknowledged downstream), never the consumer's position:
+        // records read but not yet acknowledged are read again by whoever owns them next.
+        let consumer = self.consumer.clone();
+        let topic = self.input_topic.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            let assigned = consumer.assignment()?;
+            let mut offsets = TopicPartitionList::new();
+            for (partition, offset) in stored {
+                if assigned.find_partition(&topic, partition).is_some() {
+                    offsets.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
+                }
             }
+            if offsets.count() > 0 {
+                consumer.commit(&offsets, CommitMode::Sync)?;
+            }
+            Ok::<(), KafkaError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = committed {
+            tracing::warn!(error = %e, "final commit failed; the next owner re-reads from the last commit");
         }
+        Ok(())
     }
 }
 
@@ -230,7 +246,8 @@ async fn store_when_acked(
     topic: String,
     metrics: StageMetrics,
     shutdown: CancellationToken,
-) {
+) -> HashMap<i32, i64> {
+    let mut stored = HashMap::new();
     while let Some(pending) = rx.recv().await {
         let Pending {
             partition,
@@ -248,12 +265,12 @@ async fn store_when_acked(
                 tracing::warn!(%error, topic = %output.topic, "output not acknowledged; producing it again");
                 metrics.retries.inc();
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return stored,
                     () = tokio::time::sleep(wait) => {}
                 }
                 wait = (wait * 2).min(Duration::from_secs(5));
                 let Some(delivery) = send(&producer, output, &shutdown).await else {
-                    return;
+                    return stored;
                 };
                 result = match delivery.await {
                     Ok(Ok(_)) => Ok(()),
@@ -265,10 +282,14 @@ async fn store_when_acked(
         }
         metrics.in_flight.dec();
         // Fails only when the partition was revoked meanwhile: its new owner re-reads the record.
-        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-            tracing::debug!(error = %e, partition, offset, "offset not stored");
+        match consumer.store_offset(&topic, partition, offset) {
+            Ok(()) => {
+                stored.insert(partition, offset);
+            }
+            Err(e) => tracing::debug!(error = %e, partition, offset, "offset not stored"),
         }
     }
+    stored
 }
 
 /// Consumer lag per assigned partition, every 10 s.
