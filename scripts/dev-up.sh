@@ -3,8 +3,9 @@
 # every service with the dev workspace (config/dev-workspace.yaml). Prints the collector URL and
 # the write key. Stop it with scripts/dev-down.sh. Logs are in .stack/logs/.
 #
-# Ports: collector 8080, broker 9092, admin ports (/metrics, /readyz) collector 9101, validator 9102
-# (CDP_DEV_HTTP_PORT, CDP_DEV_KAFKA_PORT, CDP_DEV_ADMIN_PORT, CDP_DEV_VALIDATOR_ADMIN_PORT).
+# Ports: collector 8080, broker 9092, admin ports (/metrics, /readyz) collector 9101, validator 9102,
+# enricher 9103 (CDP_DEV_HTTP_PORT, CDP_DEV_KAFKA_PORT, CDP_DEV_ADMIN_PORT,
+# CDP_DEV_VALIDATOR_ADMIN_PORT, CDP_DEV_ENRICHER_ADMIN_PORT).
 # State (pids, logs, broker data) in .stack/ (CDP_DEV_STACK_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,9 @@ KAFKA_PORT="${CDP_DEV_KAFKA_PORT:-9092}"
 HTTP_PORT="${CDP_DEV_HTTP_PORT:-8080}"
 ADMIN_PORT="${CDP_DEV_ADMIN_PORT:-9101}"
 VALIDATOR_ADMIN_PORT="${CDP_DEV_VALIDATOR_ADMIN_PORT:-9102}"
+ENRICHER_ADMIN_PORT="${CDP_DEV_ENRICHER_ADMIN_PORT:-9103}"
 # Every service of the pipeline, in start order, with its admin port.
-SERVICES=("collector:$ADMIN_PORT" "validator:$VALIDATOR_ADMIN_PORT")
+SERVICES=("collector:$ADMIN_PORT" "validator:$VALIDATOR_ADMIN_PORT" "enricher:$ENRICHER_ADMIN_PORT")
 PROFILE="${CDP_DEV_PROFILE:-release}"
 WRITE_KEY="${CDP_DEV_WRITE_KEY:-dev-write-key}"
 STACK="${CDP_DEV_STACK_DIR:-$ROOT/.stack}"
@@ -102,8 +104,9 @@ cat <<MSG
 The pipeline is up.
   collector    http://127.0.0.1:$HTTP_PORT      (metrics: http://127.0.0.1:$ADMIN_PORT/metrics)
   write key    $WRITE_KEY                (source "dev", tracking plan config/plans/shop.json)
-  broker       127.0.0.1:$KAFKA_PORT               (cdp.events.raw -> validator -> cdp.events.valid)
+  broker       127.0.0.1:$KAFKA_PORT               (cdp.events.raw -> validator -> enricher -> cdp.events.enriched)
   validator    metrics: http://127.0.0.1:$VALIDATOR_ADMIN_PORT/metrics
+  enricher     metrics: http://127.0.0.1:$ENRICHER_ADMIN_PORT/metrics
 
 Send an event:
   curl -u $WRITE_KEY: http://127.0.0.1:$HTTP_PORT/v1/track \\

@@ -4,7 +4,7 @@
 # own state folder, so a running dev stack and its data are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export CDP_DEV_KAFKA_PORT=39092 CDP_DEV_HTTP_PORT=38080 CDP_DEV_ADMIN_PORT=39101 CDP_DEV_VALIDATOR_ADMIN_PORT=39102
+export CDP_DEV_KAFKA_PORT=39092 CDP_DEV_HTTP_PORT=38080 CDP_DEV_ADMIN_PORT=39101 CDP_DEV_VALIDATOR_ADMIN_PORT=39102 CDP_DEV_ENRICHER_ADMIN_PORT=39103
 export CDP_DEV_PROFILE="${CDP_DEV_PROFILE:-dev}"
 CDP_DEV_STACK_DIR=$(mktemp -d)
 export CDP_DEV_STACK_DIR
@@ -32,4 +32,11 @@ validator_saw() {
 }
 for _ in $(seq 300); do validator_saw && break; sleep 0.1; done
 validator_saw || { echo "the validator did not judge both events (see its /metrics)" >&2; exit 1; }
-echo "smoke test passed: quick start accepted, stored and validated events"
+# Both go on to the enricher and out to cdp.events.enriched.
+enricher_saw() {
+  curl -sf "http://127.0.0.1:$CDP_DEV_ENRICHER_ADMIN_PORT/metrics" |
+    grep -q 'cdp_enricher_events_total{outcome="forwarded",source="dev"} 2'
+}
+for _ in $(seq 300); do enricher_saw && break; sleep 0.1; done
+enricher_saw || { echo "the enricher did not forward both events (see its /metrics)" >&2; exit 1; }
+echo "smoke test passed: quick start accepted, stored, validated and enriched events"
