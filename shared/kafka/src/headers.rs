@@ -22,6 +22,14 @@ pub const ORIGIN_PARTITION: &str = "cdp-origin-partition";
 pub const ORIGIN_OFFSET: &str = "cdp-origin-offset";
 /// The stage that failed (`collector`, `validator`, `enricher`, `dest-<id>`).
 pub const STAGE: &str = "cdp-stage";
+/// On a destination's retry record: when to attempt it again (RFC 3339, milliseconds, UTC).
+pub const DUE_AT: &str = "cdp-due-at";
+/// On a destination's retry / dead-letter record: delivery attempts made so far.
+pub const ATTEMPTS: &str = "cdp-attempts";
+/// On a destination's retry record: the first attempt (RFC 3339), where the retry window starts.
+pub const FIRST_ATTEMPT_AT: &str = "cdp-first-attempt-at";
+/// On a destination's dead-letter record: the vendor's HTTP status, when it answered.
+pub const HTTP_STATUS: &str = "cdp-http-status";
 
 /// Adds the current span's trace context (`traceparent`, `tracestate`).
 pub fn with_trace_context(headers: OwnedHeaders) -> OwnedHeaders {

@@ -17,6 +17,7 @@ use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -120,6 +121,23 @@ impl Stage {
     where
         F: FnMut(&BorrowedMessage<'_>) -> Vec<Output>,
     {
+        self.run_async(|message| std::future::ready(process(message)), shutdown)
+            .await
+    }
+
+    /// Like [`Stage::run`], for work that waits (a destination delivering over HTTP): the future
+    /// `process` returns is awaited before the next record is read, inside the record's span. It
+    /// owns what it needs (copy the payload out of the message). When `shutdown` fires while it
+    /// runs, return what you have: the record's offset is not stored and it is read again.
+    pub async fn run_async<F, Fut>(
+        self,
+        mut process: F,
+        shutdown: CancellationToken,
+    ) -> Result<(), KafkaError>
+    where
+        F: FnMut(&BorrowedMessage<'_>) -> Fut,
+        Fut: Future<Output = Vec<Output>>,
+    {
         self.consumer.subscribe(&[&self.input_topic])?;
         let (tx, rx) = mpsc::channel::<Pending>(self.max_in_flight.max(1));
         let acks = tokio::spawn(
@@ -156,7 +174,8 @@ impl Stage {
                 partition = message.partition(), offset = message.offset());
             let _ignored = span.set_parent(headers::trace_context(message.headers()));
             let started = Instant::now();
-            let outputs = span.in_scope(|| process(&message));
+            let work = span.in_scope(|| process(&message));
+            let outputs = work.instrument(span).await;
             self.metrics
                 .process_seconds
                 .observe(started.elapsed().as_secs_f64());
