@@ -64,6 +64,31 @@ struct Harness {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     producer: FutureProducer,
+    config: Config,
+}
+
+fn start_destination(
+    config: Config,
+) -> (
+    Admin,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let admin = Admin::new();
+    let metrics = ReloadMetrics::register(&admin.registry, "cdp_dest").unwrap();
+    let rx = cdp_workspace::watch(
+        config.common.workspace.clone(),
+        Duration::from_millis(50),
+        metrics,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let (task_admin, task_stop) = (admin.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        cdp_destination::run::<Webhook>("cdp-dest-webhook", config, rx, &task_admin, task_stop)
+            .await
+    });
+    (admin, stop, task)
 }
 
 impl Harness {
@@ -119,20 +144,7 @@ impl Harness {
             delivery_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(1),
         };
-        let admin = Admin::new();
-        let metrics = ReloadMetrics::register(&admin.registry, "cdp_dest").unwrap();
-        let rx = cdp_workspace::watch(
-            config.common.workspace.clone(),
-            Duration::from_millis(50),
-            metrics,
-        )
-        .unwrap();
-        let stop = CancellationToken::new();
-        let (task_admin, task_stop) = (admin.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            cdp_destination::run::<Webhook>("cdp-dest-webhook", config, rx, &task_admin, task_stop)
-                .await
-        });
+        let (admin, stop, task) = start_destination(config.clone());
         let producer = kafka
             .producer("test", Duration::from_secs(10), Duration::from_millis(1))
             .unwrap();
@@ -145,7 +157,16 @@ impl Harness {
             stop,
             task,
             producer,
+            config,
         }
+    }
+
+    /// Stops the destination and starts a new one in the same consumer group.
+    async fn restart(&mut self) {
+        self.stop.cancel();
+        (&mut self.task).await.unwrap().unwrap();
+        let (admin, stop, task) = start_destination(self.config.clone());
+        (self.admin, self.stop, self.task) = (admin, stop, task);
     }
 
     async fn send(&self, source: &str, event: &Value) {
@@ -425,5 +446,29 @@ async fn events_not_for_this_destination_are_skipped_and_counted() {
         ),
         "{metrics}"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_waiting_to_retry_leaves_the_event_to_the_next_run() {
+    let broker = Broker::memory();
+    let mut h = Harness::start(&broker, vec![(503, Some("2"), "busy")]).await;
+    h.send("web", &track("m1")).await;
+    h.wait_for_requests(1);
+    // Stopped during the 2 s wait: neither delivered nor parked, so its offset is not stored.
+    h.restart().await;
+    h.wait_for_requests(2);
+    let received = h.received();
+    let second: Value = serde_json::from_slice(&received[1].2).unwrap();
+    assert_eq!(second["messageId"], "m1");
+    wait_for(Duration::from_secs(5), || {
+        has_metric(
+            &h.metrics(),
+            r#"cdp_dest_events_total{destination="hooks",outcome="delivered"} 1"#,
+        )
+    });
+    assert!(read(&h.kafka, &h.topics.dest_retry("hooks"), 0)
+        .await
+        .is_empty());
     h.stop().await;
 }
