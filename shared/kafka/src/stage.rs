@@ -215,6 +215,7 @@ impl Stage {
                 }
             }
             if offsets.count() > 0 {
+                tracing::debug!(?offsets, "final commit");
                 consumer.commit(&offsets, CommitMode::Sync)?;
             }
             Ok::<(), KafkaError>(())
