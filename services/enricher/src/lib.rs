@@ -11,7 +11,7 @@ pub mod rebuild;
 
 use arc_swap::ArcSwap;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use cdp_enrich::{Chain, Dedupe, GeoDb, Input, Outcome, State};
+use cdp_kafka::headers;
 use cdp_kafka::stage::{Output, Stage, StageMetrics};
-use cdp_kafka::{headers, KafkaConfig, TopicSpec, Topics};
+use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
 use cdp_runtime::{env_or, Admin, Settings, SettingsError};
 use cdp_workspace::WorkspaceRx;
 
@@ -190,31 +191,7 @@ impl Enricher {
             offset = message.offset(),
             "poison record sent to the dead-letter topic"
         );
-        Output {
-            topic: self.topics.stage_dlq(STAGE),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            headers: headers::forward(message.headers())
-                .insert(header(headers::ORIGIN_TOPIC, message.topic()))
-                .insert(header(
-                    headers::ORIGIN_PARTITION,
-                    &message.partition().to_string(),
-                ))
-                .insert(header(
-                    headers::ORIGIN_OFFSET,
-                    &message.offset().to_string(),
-                ))
-                .insert(header(headers::STAGE, STAGE))
-                .insert(header(headers::ERROR_CODE, code))
-                .insert(header(headers::ERROR_MESSAGE, reason)),
-        }
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
+        Output::dead_letter(message, self.topics.stage_dlq(STAGE), STAGE, code, reason)
     }
 }
 

@@ -14,14 +14,15 @@ pub mod outcome;
 pub mod routing;
 
 use arc_swap::ArcSwap;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use cdp_kafka::headers::{self, header};
 use cdp_kafka::stage::{Output, Stage, StageMetrics};
-use cdp_kafka::{headers, KafkaConfig, TopicSpec, Topics};
+use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
 use cdp_runtime::{env_or, Admin, Settings, SettingsError};
 use cdp_workspace::WorkspaceRx;
 
@@ -291,17 +292,15 @@ impl<C: Connector> Runtime<C> {
         };
         self.metrics.events.with_label_values(&[id, outcome]).inc();
         let (origin_topic, partition, offset) = &input.origin;
-        let mut h = input
-            .headers
-            .clone()
-            .insert(header(headers::ORIGIN_TOPIC, origin_topic))
-            .insert(header(headers::ORIGIN_PARTITION, &partition.to_string()))
-            .insert(header(headers::ORIGIN_OFFSET, &offset.to_string()))
-            .insert(header(headers::STAGE, &self.stage_name))
-            .insert(header(headers::ERROR_CODE, &failure.code))
-            .insert(header(headers::ERROR_MESSAGE, &failure.message))
-            .insert(header(headers::ATTEMPTS, &attempts.to_string()))
-            .insert(header(headers::FIRST_ATTEMPT_AT, &rfc3339(now)));
+        let mut h = headers::failure(
+            input.headers.clone(),
+            (origin_topic, *partition, *offset),
+            &self.stage_name,
+            &failure.code,
+            &failure.message,
+        )
+        .insert(header(headers::ATTEMPTS, &attempts.to_string()))
+        .insert(header(headers::FIRST_ATTEMPT_AT, &rfc3339(now)));
         if let Some(status) = failure.status {
             h = h.insert(header(headers::HTTP_STATUS, &status.to_string()));
         }
@@ -328,13 +327,6 @@ impl<C: Connector> Runtime<C> {
                 tracing::error!(error = %e, "destination not reloaded; the previous settings stay in use");
             }
         }
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
     }
 }
 

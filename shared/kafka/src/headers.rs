@@ -31,6 +31,33 @@ pub const FIRST_ATTEMPT_AT: &str = "cdp-first-attempt-at";
 /// On a destination's dead-letter record: the vendor's HTTP status, when it answered.
 pub const HTTP_STATUS: &str = "cdp-http-status";
 
+/// A header with a UTF-8 value, for `OwnedHeaders::insert`.
+pub fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// `headers` plus what a dead-letter or parked record says about its failure: the origin topic,
+/// partition and offset, the stage that failed, a bounded code and a sentence.
+pub fn failure(
+    headers: OwnedHeaders,
+    origin: (&str, i32, i64),
+    stage: &str,
+    code: &str,
+    message: &str,
+) -> OwnedHeaders {
+    let (topic, partition, offset) = origin;
+    headers
+        .insert(header(ORIGIN_TOPIC, topic))
+        .insert(header(ORIGIN_PARTITION, &partition.to_string()))
+        .insert(header(ORIGIN_OFFSET, &offset.to_string()))
+        .insert(header(STAGE, stage))
+        .insert(header(ERROR_CODE, code))
+        .insert(header(ERROR_MESSAGE, message))
+}
+
 /// Adds the current span's trace context (`traceparent`, `tracestate`).
 pub fn with_trace_context(headers: OwnedHeaders) -> OwnedHeaders {
     let cx = tracing::Span::current().context();

@@ -36,6 +36,31 @@ pub struct Output {
     pub headers: OwnedHeaders,
 }
 
+impl Output {
+    /// A poison input, whole, for the dead-letter `topic`: its key, bytes and pipeline headers, with
+    /// where it came from, the failing `stage` and why.
+    pub fn dead_letter(
+        message: &BorrowedMessage<'_>,
+        topic: String,
+        stage: &str,
+        code: &str,
+        reason: &str,
+    ) -> Output {
+        Output {
+            topic,
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers: headers::failure(
+                headers::forward(message.headers()),
+                (message.topic(), message.partition(), message.offset()),
+                stage,
+                code,
+                reason,
+            ),
+        }
+    }
+}
+
 /// `<prefix>_consumed_total`, `<prefix>_produced_total{topic}`, `<prefix>_produce_retries_total`,
 /// `<prefix>_in_flight`, `<prefix>_consumer_lag{partition}`, `<prefix>_process_seconds`.
 #[derive(Clone)]
