@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use cdp_dest_webhook::{signature, Webhook};
 use cdp_destination::{Config, RetryPolicy};
 use cdp_kafka::{headers, KafkaConfig, TopicSpec, Topics};
-use cdp_runtime::{Admin, Settings};
+use cdp_runtime::{Admin, Settings, StageSettings};
 use cdp_testkit::{read, wait_for, Broker};
 use cdp_workspace::ReloadMetrics;
 
@@ -133,7 +133,6 @@ impl Harness {
             common: settings(dir.path(), &broker.brokers(), &prefix),
             kafka: kafka.clone(),
             destination_id: "hooks".into(),
-            group: format!("cdp-dest-hooks-{prefix}"),
             from_earliest: true,
             retry: RetryPolicy {
                 attempts: 3,
@@ -141,8 +140,12 @@ impl Harness {
                 max_wait: Duration::from_secs(2),
                 park_delay: Duration::from_secs(60),
             },
-            delivery_timeout: Duration::from_secs(30),
-            linger: Duration::from_millis(1),
+            stage: StageSettings {
+                group: format!("cdp-dest-hooks-{prefix}"),
+                max_in_flight: 1000,
+                delivery_timeout: Duration::from_secs(30),
+                linger: Duration::from_millis(1),
+            },
         };
         let (admin, stop, task) = start_destination(config.clone());
         let producer = kafka

@@ -22,7 +22,7 @@ use cdp_enrich::{Chain, Dedupe, GeoDb, Input, Outcome, State};
 use cdp_kafka::headers;
 use cdp_kafka::stage::{Output, Stage, StageMetrics};
 use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
-use cdp_runtime::{env_or, Admin, Settings, SettingsError};
+use cdp_runtime::{env_or, Admin, Settings, SettingsError, StageSettings};
 use cdp_workspace::WorkspaceRx;
 
 pub use metrics::Metrics;
@@ -37,14 +37,8 @@ pub struct Config {
     pub common: Settings,
     /// Brokers from `CDP_KAFKA_BROKERS` plus `CDP_RDKAFKA_*` client properties.
     pub kafka: KafkaConfig,
-    /// `CDP_CONSUMER_GROUP` (default `cdp-enricher`).
-    pub group: String,
-    /// `CDP_MAX_IN_FLIGHT`: valid events enriched but not yet acknowledged (default 10000).
-    pub max_in_flight: usize,
-    /// `CDP_KAFKA_DELIVERY_TIMEOUT_MS` (default 30000).
-    pub delivery_timeout: Duration,
-    /// `CDP_KAFKA_LINGER_MS` (default 5).
-    pub linger: Duration,
+    /// Consumer group (default `cdp-enricher`), in-flight bound (default 10000), producer timing.
+    pub stage: StageSettings,
     /// `CDP_GEOIP_DB`: a MaxMind-format database (GeoIP2/GeoLite2 City); unset: no geo.
     pub geoip_db: Option<PathBuf>,
     /// `CDP_DEDUPE_WINDOW_SECS` (default 86400); 0 turns dedupe off.
@@ -64,13 +58,7 @@ impl Config {
         let geoip: String = env_or("CDP_GEOIP_DB", String::new())?;
         Ok(Config {
             kafka: KafkaConfig::from_env(&common.kafka_brokers),
-            group: env_or("CDP_CONSUMER_GROUP", SERVICE.to_string())?,
-            max_in_flight: env_or("CDP_MAX_IN_FLIGHT", 10_000)?,
-            delivery_timeout: Duration::from_millis(env_or(
-                "CDP_KAFKA_DELIVERY_TIMEOUT_MS",
-                30_000,
-            )?),
-            linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 5)?),
+            stage: StageSettings::from_env(SERVICE, 10_000)?,
             geoip_db: (!geoip.is_empty()).then(|| PathBuf::from(geoip)),
             dedupe_window: Duration::from_secs(env_or("CDP_DEDUPE_WINDOW_SECS", 86_400)?),
             dedupe_max_ids: env_or("CDP_DEDUPE_MAX_IDS", 10_000_000)?,
@@ -359,7 +347,7 @@ pub async fn run(
             .collect();
         config.kafka.ensure_topics(&specs).await?;
     }
-    let consumer = Arc::new(config.kafka.consumer(SERVICE, &config.group, true)?);
+    let consumer = Arc::new(config.kafka.consumer(SERVICE, &config.stage.group, true)?);
     let window = config.dedupe_window.as_secs();
     let mut rebuild = None;
     if window > 0 && config.dedupe_rebuild {
@@ -387,16 +375,18 @@ pub async fn run(
     };
     let stage = Stage {
         consumer,
-        producer: config
-            .kafka
-            .producer(SERVICE, config.delivery_timeout, config.linger)?,
+        producer: config.kafka.producer(
+            SERVICE,
+            config.stage.delivery_timeout,
+            config.stage.linger,
+        )?,
         input_topic: topics.valid(),
         metrics: StageMetrics::register(&admin.registry, "cdp_enricher")?,
-        max_in_flight: config.max_in_flight,
+        max_in_flight: config.stage.max_in_flight,
     };
     tokio::spawn(follow_workspace(workspace, Arc::downgrade(&enricher)));
     admin.readiness.set("consuming", true);
-    tracing::info!(topic = %stage.input_topic, group = %config.group, dedupe_window_secs = window, "enricher consuming");
+    tracing::info!(topic = %stage.input_topic, group = %config.stage.group, dedupe_window_secs = window, "enricher consuming");
     stage
         .run(
             |message| {

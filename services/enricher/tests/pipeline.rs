@@ -104,8 +104,8 @@ impl Enricher {
         let mut config = cdp_enricher::Config::from_env().unwrap();
         config.common = settings(self.dir.path(), &self.kafka.brokers, self.topics.prefix());
         config.kafka = self.kafka.clone();
-        config.linger = Duration::from_millis(1);
-        config.group = group.into();
+        config.stage.linger = Duration::from_millis(1);
+        config.stage.group = group.into();
         config.geoip_db = Some(self.dir.path().join("geo.mmdb"));
         let admin = Admin::new();
         let metrics = ReloadMetrics::register(&admin.registry, "cdp_enricher").unwrap();

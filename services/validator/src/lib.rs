@@ -12,14 +12,14 @@ pub mod metrics;
 use arc_swap::ArcSwap;
 use rdkafka::message::{BorrowedMessage, Message};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use cdp_kafka::headers::{self, header};
 use cdp_kafka::stage::{Output, Stage, StageMetrics};
 use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
 use cdp_protocols::{Engine, Kind, Outcome};
-use cdp_runtime::{env_or, Admin, Settings, SettingsError};
+use cdp_runtime::{Admin, Settings, SettingsError, StageSettings};
 use cdp_workspace::WorkspaceRx;
 
 pub use metrics::Metrics;
@@ -33,15 +33,8 @@ pub struct Config {
     pub common: Settings,
     /// Brokers from `CDP_KAFKA_BROKERS` plus `CDP_RDKAFKA_*` client properties.
     pub kafka: KafkaConfig,
-    /// `CDP_CONSUMER_GROUP` (default `cdp-validator`).
-    pub group: String,
-    /// `CDP_MAX_IN_FLIGHT`: raw events judged but not yet acknowledged downstream (default 10000).
-    pub max_in_flight: usize,
-    /// `CDP_KAFKA_DELIVERY_TIMEOUT_MS`: how long an output may wait for the broker before it is
-    /// produced again (default 30000).
-    pub delivery_timeout: Duration,
-    /// `CDP_KAFKA_LINGER_MS`: producer batching delay (default 5).
-    pub linger: Duration,
+    /// Consumer group (default `cdp-validator`), in-flight bound (default 10000), producer timing.
+    pub stage: StageSettings,
 }
 
 impl Config {
@@ -49,13 +42,7 @@ impl Config {
         let common = Settings::from_env(SERVICE)?;
         Ok(Config {
             kafka: KafkaConfig::from_env(&common.kafka_brokers),
-            group: env_or("CDP_CONSUMER_GROUP", SERVICE.to_string())?,
-            max_in_flight: env_or("CDP_MAX_IN_FLIGHT", 10_000)?,
-            delivery_timeout: Duration::from_millis(env_or(
-                "CDP_KAFKA_DELIVERY_TIMEOUT_MS",
-                30_000,
-            )?),
-            linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 5)?),
+            stage: StageSettings::from_env(SERVICE, 10_000)?,
             common,
         })
     }
@@ -246,17 +233,19 @@ pub async fn run(
         config.kafka.ensure_topics(&specs).await?;
     }
     let stage = Stage {
-        consumer: Arc::new(config.kafka.consumer(SERVICE, &config.group, true)?),
-        producer: config
-            .kafka
-            .producer(SERVICE, config.delivery_timeout, config.linger)?,
+        consumer: Arc::new(config.kafka.consumer(SERVICE, &config.stage.group, true)?),
+        producer: config.kafka.producer(
+            SERVICE,
+            config.stage.delivery_timeout,
+            config.stage.linger,
+        )?,
         input_topic: topics.raw(),
         metrics: StageMetrics::register(&admin.registry, "cdp_validator")?,
-        max_in_flight: config.max_in_flight,
+        max_in_flight: config.stage.max_in_flight,
     };
     tokio::spawn(follow_workspace(workspace, Arc::downgrade(&validator)));
     admin.readiness.set("consuming", true);
-    tracing::info!(topic = %stage.input_topic, group = %config.group, "validator consuming");
+    tracing::info!(topic = %stage.input_topic, group = %config.stage.group, "validator consuming");
     stage
         .run(|message| validator.process(message), shutdown)
         .await?;

@@ -120,7 +120,7 @@ impl Pipeline {
         let mut config = cdp_validator::Config::from_env().unwrap();
         config.common = settings(self.dir.path(), &self.kafka.brokers, self.topics.prefix());
         config.kafka = self.kafka.clone();
-        config.linger = Duration::from_millis(1);
+        config.stage.linger = Duration::from_millis(1);
         let admin = Admin::new();
         let rx = watch(config.common.workspace.clone(), &admin, "cdp_validator");
         let stop = CancellationToken::new();

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use cdp_kafka::headers::{self, header};
 use cdp_kafka::stage::{Output, Stage, StageMetrics};
 use cdp_kafka::{KafkaConfig, TopicSpec, Topics};
-use cdp_runtime::{env_or, Admin, Settings, SettingsError};
+use cdp_runtime::{env_or, Admin, Settings, SettingsError, StageSettings};
 use cdp_workspace::WorkspaceRx;
 
 pub use metrics::Metrics;
@@ -75,15 +75,12 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `CDP_DESTINATION_ID`: the workspace destination this process serves (required).
     pub destination_id: String,
-    /// `CDP_CONSUMER_GROUP` (default `cdp-dest-<id>`).
-    pub group: String,
     /// `CDP_DEST_START`: where a new consumer group starts, `now` (default) or `earliest`
     /// (backfill every retained event). A group with committed offsets resumes from them.
     pub from_earliest: bool,
     pub retry: RetryPolicy,
-    /// `CDP_KAFKA_DELIVERY_TIMEOUT_MS` (default 30000) and `CDP_KAFKA_LINGER_MS` (default 5).
-    pub delivery_timeout: Duration,
-    pub linger: Duration,
+    /// Consumer group (default `cdp-dest-<id>`), in-flight bound (default 1000), producer timing.
+    pub stage: StageSettings,
 }
 
 impl Config {
@@ -111,7 +108,7 @@ impl Config {
         };
         Ok(Config {
             kafka: KafkaConfig::from_env(&common.kafka_brokers),
-            group: env_or("CDP_CONSUMER_GROUP", format!("cdp-dest-{destination_id}"))?,
+            stage: StageSettings::from_env(&format!("cdp-dest-{destination_id}"), 1000)?,
             destination_id,
             from_earliest,
             retry: RetryPolicy {
@@ -120,11 +117,6 @@ impl Config {
                 max_wait: Duration::from_millis(env_or("CDP_DEST_MAX_WAIT_MS", 5000)?),
                 park_delay: Duration::from_millis(env_or("CDP_DEST_PARK_DELAY_MS", 60_000)?),
             },
-            delivery_timeout: Duration::from_millis(env_or(
-                "CDP_KAFKA_DELIVERY_TIMEOUT_MS",
-                30_000,
-            )?),
-            linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 5)?),
             common,
         })
     }
@@ -382,22 +374,24 @@ pub async fn run<C: Connector>(
         shutdown: shutdown.clone(),
     });
     let stage = Stage {
-        consumer: Arc::new(
-            config
-                .kafka
-                .consumer(service, &config.group, config.from_earliest)?,
-        ),
-        producer: config
-            .kafka
-            .producer(service, config.delivery_timeout, config.linger)?,
+        consumer: Arc::new(config.kafka.consumer(
+            service,
+            &config.stage.group,
+            config.from_earliest,
+        )?),
+        producer: config.kafka.producer(
+            service,
+            config.stage.delivery_timeout,
+            config.stage.linger,
+        )?,
         input_topic: topics.enriched(),
         metrics: StageMetrics::register(&admin.registry, "cdp_dest")?,
         // Delivery is sequential; park records only need a few acknowledgements in flight.
-        max_in_flight: 1000,
+        max_in_flight: config.stage.max_in_flight,
     };
     tokio::spawn(follow_workspace(workspace, Arc::downgrade(&runtime)));
     admin.readiness.set("consuming", true);
-    tracing::info!(topic = %stage.input_topic, group = %config.group, destination = %runtime.id,
+    tracing::info!(topic = %stage.input_topic, group = %config.stage.group, destination = %runtime.id,
         "destination consuming");
     stage
         .run_async(

@@ -14,4 +14,4 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use admin::{Admin, Readiness};
-pub use settings::{env_or, Settings, SettingsError};
+pub use settings::{env_or, Settings, SettingsError, StageSettings};

@@ -60,6 +60,39 @@ fn default_admin_port(service: &str) -> u16 {
     }
 }
 
+/// Settings of a service that consumes one topic and produces to others (validator, enricher,
+/// destinations), read the same way by each.
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    /// `CDP_CONSUMER_GROUP` (the default is the service's).
+    pub group: String,
+    /// `CDP_MAX_IN_FLIGHT`: inputs processed whose outputs are not yet acknowledged (the default is
+    /// the service's).
+    pub max_in_flight: usize,
+    /// `CDP_KAFKA_DELIVERY_TIMEOUT_MS`: how long an output may wait for the broker before it is
+    /// produced again (default 30000).
+    pub delivery_timeout: Duration,
+    /// `CDP_KAFKA_LINGER_MS`: producer batching delay (default 5).
+    pub linger: Duration,
+}
+
+impl StageSettings {
+    pub fn from_env(
+        default_group: &str,
+        default_max_in_flight: usize,
+    ) -> Result<Self, SettingsError> {
+        Ok(StageSettings {
+            group: env_or("CDP_CONSUMER_GROUP", default_group.to_string())?,
+            max_in_flight: env_or("CDP_MAX_IN_FLIGHT", default_max_in_flight)?,
+            delivery_timeout: Duration::from_millis(env_or(
+                "CDP_KAFKA_DELIVERY_TIMEOUT_MS",
+                30_000,
+            )?),
+            linger: Duration::from_millis(env_or("CDP_KAFKA_LINGER_MS", 5)?),
+        })
+    }
+}
+
 impl Settings {
     pub fn from_env(service: &str) -> Result<Self, SettingsError> {
         Ok(Settings {
